@@ -1,0 +1,1 @@
+"""diffsci.cli: the ``diffsci`` command."""

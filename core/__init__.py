@@ -1,0 +1,24 @@
+"""diffsci.core: the shared diffusion core.
+
+Forward processes, the denoiser currency and its parameterizations, samplers behind
+one ``sample`` entry point, training losses and loop, the exact Gaussian-mixture
+oracle and metrics. See DESIGN.md for the contract.
+"""
+
+from .analytic import GaussianMixture
+from .losses import diffusion_loss, loss_weight
+from .metrics import sliced_wasserstein
+from .nets import MLP
+from .parameterization import PREDICTIONS, Denoiser, from_x0, to_x0
+from .processes import EDM, PFGMPP, VE, VP, Interpolant, Process, SubVP
+from .samplers import register_solver, sample, solvers
+from .schedules import SCHEDULES, time_grid
+from .training import TrainConfig, load_denoiser, train
+
+__all__ = [
+    "Process", "VP", "VE", "EDM", "SubVP", "Interpolant", "PFGMPP",
+    "Denoiser", "PREDICTIONS", "to_x0", "from_x0",
+    "GaussianMixture", "sliced_wasserstein",
+    "sample", "solvers", "register_solver", "SCHEDULES", "time_grid",
+    "MLP", "diffusion_loss", "loss_weight", "TrainConfig", "train", "load_denoiser",
+]

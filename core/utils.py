@@ -1,0 +1,73 @@
+"""Small tensor helpers shared by the whole core (k-diffusion's `append_dims` idea)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def append_dims(x: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Append trailing singleton dimensions to ``x`` until it has ``ndim`` dims.
+
+    A per-sample coefficient of shape (B,) then broadcasts against a batch of any
+    rank: series (B, L, C), point clouds (B, N, 3), images or volumes.
+    """
+    if x.ndim > ndim:
+        raise ValueError(f"cannot broadcast a tensor of rank {x.ndim} to rank {ndim}")
+    return x[(...,) + (None,) * (ndim - x.ndim)]
+
+
+def as_time(t: float | torch.Tensor) -> torch.Tensor:
+    """Return ``t`` as a float64 tensor (times and schedules are kept in float64)."""
+    if isinstance(t, torch.Tensor):
+        return t.to(torch.float64)
+    return torch.as_tensor(t, dtype=torch.float64)
+
+
+def coef(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Broadcast a float64 coefficient (scalar or per-sample (B,)) against ``x``."""
+    return append_dims(c, x.ndim).to(device=x.device, dtype=x.dtype)
+
+
+def batch_time(t: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A float64 time of shape (B,) for the batch ``x``, from a scalar or a (B,) tensor."""
+    t = as_time(t).to(x.device)
+    if t.ndim == 0:
+        return t.expand(x.shape[0])
+    if t.shape != (x.shape[0],):
+        raise ValueError(f"time has shape {tuple(t.shape)}, expected () or ({x.shape[0]},)")
+    return t
+
+
+def derivative(fn, t: torch.Tensor) -> torch.Tensor:
+    """Exact elementwise derivative d fn(t) / dt by autograd, in float64."""
+    t = as_time(t).detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        y = fn(t)
+        if not y.requires_grad:  # fn does not depend on t
+            return torch.zeros_like(t, requires_grad=False)
+        (g,) = torch.autograd.grad(y.sum(), t)
+    return g.detach()
+
+
+def atomic_write(path, write) -> None:
+    """Write a file atomically: ``write(tmp_path)``, fsync, then rename over ``path``.
+
+    A crash mid-write leaves the old file (or none), never a truncated one.
+    """
+    import os
+    import tempfile
+
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

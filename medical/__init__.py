@@ -1,0 +1,1 @@
+"""diffsci.medical: CT and MRI reconstruction on MONAI. Not built yet."""

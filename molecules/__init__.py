@@ -1,0 +1,1 @@
+"""diffsci.molecules: molecule (RDKit) and protein (biotite) design. Not built yet."""

@@ -1,0 +1,1 @@
+"""diffsci.timeseries: TSDiff forecasting, refinement and synthesis on GluonTS. Not built yet."""
