@@ -312,19 +312,21 @@ def _pc_steps(nfe: int, n_corrector: int = 1, **_: Any) -> int:
 @register_solver("pc", order=1, steps=_pc_steps, stochastic=True, gaussian_only=True)
 def pc(D, process, x, ts, generator=None, n_corrector: int = 1, snr: float = 0.16):
     """Predictor-corrector (Song et al. 2021, Alg. 2/3): reverse-SDE Euler-Maruyama predictor,
-    then ``n_corrector`` Langevin steps at the new time with step size
-    2 (snr ||z|| / ||score||)^2 per sample."""
+    then ``n_corrector`` Langevin steps x += e score + sqrt(2 e) z at the new time s.
+
+    The step is score_sde's e = 2 (snr ||z|| / ||score||)^2 with ||score|| replaced by
+    sqrt(d) / sigma_s, its value when the noise dominates, so e = 2 (snr sigma_s)^2:
+    score_sde's batch-averaged norms couple the samples, and per-sample norms blow the
+    step up where the score vanishes (at a mode).
+    """
     if not snr > 0:
         raise ValueError(f"pc: snr must be > 0, got {snr}")
     for _, t, s in ts:
         x = _sde_step(D, process, x, t, s, 0.5 * process.diffusion_sq(t), generator)
+        step = coef(2.0 * (snr * process.sigma(s)) ** 2, x)
         for _ in range(n_corrector):
-            x0 = D(x, s)
-            score = from_x0(x0, "score", x, s, process)
+            score = from_x0(D(x, s), "score", x, s, process)
             z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-            dims = tuple(range(1, x.ndim))
-            ratio = z.square().sum(dims).sqrt() / score.square().sum(dims).sqrt().clamp_min(1e-30)
-            step = 2.0 * (snr * ratio) ** 2
-            x = x + coef(step, x) * score + coef(torch.sqrt(2.0 * step), x) * z
+            x = x + step * score + torch.sqrt(2.0 * step) * z
         x = ts.check(x)
     return x

@@ -13,6 +13,7 @@ code). It is written atomically (temporary file, then rename).
 from __future__ import annotations
 
 import copy
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -41,6 +42,7 @@ class TrainConfig:
     time_sampling: str = "uniform"
     seed: int = 0
     checkpoint_every: int = 500
+    lr_schedule: str = "constant"  # or "cosine": lr * (1 + cos(pi step / steps)) / 2
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every"):
@@ -55,6 +57,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.grad_clip must be > 0 or None, got {self.grad_clip}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {WEIGHTINGS}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}: use constant or cosine")
         if self.time_sampling not in TIME_SAMPLING:
             raise ValueError(f"unknown time_sampling {self.time_sampling!r}; choose one of {TIME_SAMPLING}")
 
@@ -178,15 +182,18 @@ def train(
         fabric.backward(loss)
         if config.grad_clip is not None:
             fabric.clip_gradients(model, optimizer, max_norm=config.grad_clip)
+        if config.lr_schedule == "cosine":  # a function of the step: resumes exactly
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * 0.5 * (1.0 + math.cos(math.pi * step / config.steps))
         optimizer.step()
         with torch.no_grad():  # EMA of the weights: e <- d e + (1 - d) w
             for e, w in zip(ema_net.parameters(), denoiser.net.parameters()):
                 e.lerp_(w, 1.0 - config.ema_decay)
         step += 1
-        losses.append(float(loss))
+        losses.append(loss.item())
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
         if checkpoint is not None and (step % config.checkpoint_every == 0 or step == config.steps):
             save()
     if bar is not None:
