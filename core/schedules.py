@@ -84,5 +84,5 @@ def time_grid(
             s0, s1 = math.exp(-lam0 / 2) ** (1 / rho), math.exp(-lam1 / 2) ** (1 / rho)
             lam = -2.0 * rho * torch.log(s0 + i * (s1 - s0))
         ts = process.t_of_log_snr(lam)
-        ts[0], ts[-1] = t0, t1  # exact ends despite round-off in the inverse
+    ts[0], ts[-1] = t0, t1  # exact ends despite round-off
     return _check_grid(ts, process)
