@@ -72,7 +72,8 @@ def run_demo(
     torch.manual_seed(seed)  # network initialisation
     gmm = demo_mixture()
     process = VP()
-    den = Denoiser(MLP(dim=2, hidden=128, depth=3), process, prediction="eps")
+    # v-prediction stays accurate at both ends of the noise range (Salimans & Ho 2022)
+    den = Denoiser(MLP(dim=2, hidden=128, depth=3), process, prediction="v")
     data = lambda n, g: gmm.sample(n, g).float()
     cfg = TrainConfig(
         steps=steps, batch_size=512, lr=2e-3, ema_decay=0.995, seed=seed, lr_schedule="cosine"
