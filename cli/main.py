@@ -17,12 +17,16 @@ def _demo(args: argparse.Namespace) -> int:
         figure=not args.no_figure,
         progress=not args.quiet,
     )
-    print(f"trained {summary['train_steps']} steps in {summary['train_seconds']:.1f} s "
-          f"(loss {summary['final_loss_mean_last_100']:.4f})")
+    print(
+        f"trained {summary['train_steps']} steps in {summary['train_seconds']:.1f} s "
+        f"(loss {summary['final_loss_mean_last_100']:.4f})"
+    )
     print("sliced Wasserstein-2 to exact samples (lower is better):\n")
     print(summary["table_markdown"])
-    print(f"\nwrote {args.out}/results.json, {args.out}/demo.pt"
-          + ("" if args.no_figure else f", {args.out}/demo.png"))
+    print(
+        f"\nwrote {args.out}/results.json, {args.out}/demo.pt"
+        + ("" if args.no_figure else f", {args.out}/demo.png")
+    )
     return 0
 
 
@@ -32,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train a small model on a 2-D mixture and compare samplers")
     demo.add_argument("--out", default="diffsci-demo", help="output folder (default: diffsci-demo)")
     demo.add_argument("--steps", type=int, default=3000, help="training steps (default: 3000)")
-    demo.add_argument("--samples", type=int, default=4000, help="samples per solver (default: 4000)")
+    demo.add_argument(
+        "--samples", type=int, default=4000, help="samples per solver (default: 4000)"
+    )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-figure", action="store_true", help="skip the PNG figure")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")

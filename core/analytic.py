@@ -71,7 +71,7 @@ class GaussianMixture:
         spread: float = 2.0,
         scale: tuple[float, float] = (0.05, 0.5),
         full: bool = True,
-    ) -> "GaussianMixture":
+    ) -> GaussianMixture:
         """A random mixture: means ~ N(0, spread^2 I), stds log-uniform in ``scale``."""
         mu = spread * torch.randn(K, d, generator=generator, dtype=torch.float64)
         lo, hi = math.log(scale[0]), math.log(scale[1])
@@ -103,7 +103,9 @@ class GaussianMixture:
 
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim < 2 or math.prod(x.shape[1:]) != self.dim:
-            raise ValueError(f"expected a batch of {self.dim}-dim points, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"expected a batch of {self.dim}-dim points, got shape {tuple(x.shape)}"
+            )
         return x.reshape(x.shape[0], self.dim).to(torch.float64)
 
     # --- the marginal at time t ---------------------------------------------------------
@@ -173,10 +175,12 @@ class GaussianMixture:
 
         x0 = self.denoise(x.to(torch.float64), t, process)
         xf = x.to(torch.float64)
-        return ((coef(process.alpha(t), xf) * x0 - xf) / coef(process.sigma(t), xf) ** 2).to(x.dtype)
+        return ((coef(process.alpha(t), xf) * x0 - xf) / coef(process.sigma(t), xf) ** 2).to(
+            x.dtype
+        )
 
     # --- linear-Gaussian posterior ---------------------------------------------------------
-    def posterior(self, A: Any, y: Any, noise_std: float) -> "GaussianMixture":
+    def posterior(self, A: Any, y: Any, noise_std: float) -> GaussianMixture:
         """Exact posterior p(x0 | y) for y = A x0 + n, n ~ N(0, noise_std^2 I).
 
         Component-wise Kalman update (Bishop 2006, eqs. 2.113-2.117):

@@ -40,18 +40,24 @@ def demo_mixture() -> GaussianMixture:
     n = torch.stack([angles.cos(), angles.sin()], dim=1)
     covs = 0.25**2 * u[:, :, None] * u[:, None] + 0.08**2 * n[:, :, None] * n[:, None]
     covs = torch.cat([covs, 0.2**2 * torch.eye(2, dtype=torch.float64)[None]])
-    weights = torch.cat([torch.ones(8, dtype=torch.float64), torch.full((1,), 2.0, dtype=torch.float64)])
+    weights = torch.cat(
+        [torch.ones(8, dtype=torch.float64), torch.full((1,), 2.0, dtype=torch.float64)]
+    )
     return GaussianMixture(weights, means, covs)
 
 
-def markdown_table(results: dict[str, dict[int, float | None]], nfes: tuple[int, ...], floor: float) -> str:
+def markdown_table(
+    results: dict[str, dict[int, float | None]], nfes: tuple[int, ...], floor: float
+) -> str:
     head = "| solver | " + " | ".join(f"NFE {n}" for n in nfes) + " |"
     rule = "|---|" + "---|" * len(nfes)
     rows = [head, rule]
     for name, row in results.items():
         cells = ["n/a" if row.get(n) is None else f"{row[n]:.4f}" for n in nfes]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
-    rows.append("| exact samples (Monte-Carlo floor) | " + " | ".join(f"{floor:.4f}" for _ in nfes) + " |")
+    rows.append(
+        "| exact samples (Monte-Carlo floor) | " + " | ".join(f"{floor:.4f}" for _ in nfes) + " |"
+    )
     return "\n".join(rows)
 
 
@@ -79,13 +85,17 @@ def run_demo(
         steps=steps, batch_size=512, lr=2e-3, ema_decay=0.995, seed=seed, lr_schedule="cosine"
     )
     t0 = time.perf_counter()
-    result = train(den, data, cfg, checkpoint=os.path.join(out, "demo.pt"), resume=False, progress=progress)
+    result = train(
+        den, data, cfg, checkpoint=os.path.join(out, "demo.pt"), resume=False, progress=progress
+    )
     train_seconds = time.perf_counter() - t0
     model = result.ema
 
     g = torch.Generator().manual_seed(seed + 1)
     exact = gmm.sample(n_samples, g)
-    floor = sliced_wasserstein(exact, gmm.sample(n_samples, g), generator=torch.Generator().manual_seed(0))
+    floor = sliced_wasserstein(
+        exact, gmm.sample(n_samples, g), generator=torch.Generator().manual_seed(0)
+    )
     x1 = process.prior((n_samples, 2), generator=torch.Generator().manual_seed(seed + 2))
     table: dict[str, dict[int, float | None]] = {}
     samples: dict[tuple[str, int], torch.Tensor] = {}
@@ -94,13 +104,23 @@ def run_demo(
             table[name] = {}
             for nfe in nfes:
                 try:
-                    x = sample(model, process, x1, solver=name, nfe=nfe, schedule="logsnr",
-                               generator=torch.Generator().manual_seed(seed + 3), progress=progress)
+                    x = sample(
+                        model,
+                        process,
+                        x1,
+                        solver=name,
+                        nfe=nfe,
+                        schedule="logsnr",
+                        generator=torch.Generator().manual_seed(seed + 3),
+                        progress=progress,
+                    )
                 except ValueError:  # an NFE this solver cannot spend exactly (e.g. pc, odd)
                     table[name][nfe] = None
                     continue
                 samples[(name, nfe)] = x
-                table[name][nfe] = sliced_wasserstein(x, exact, generator=torch.Generator().manual_seed(0))
+                table[name][nfe] = sliced_wasserstein(
+                    x, exact, generator=torch.Generator().manual_seed(0)
+                )
     md = markdown_table(table, nfes, floor)
     summary = {
         "table_markdown": md,
@@ -113,7 +133,10 @@ def run_demo(
         "seed": seed,
         "process": process.config(),
     }
-    atomic_write(os.path.join(out, "results.json"), lambda p: open(p, "w").write(json.dumps(summary, indent=2)))
+    atomic_write(
+        os.path.join(out, "results.json"),
+        lambda p: open(p, "w").write(json.dumps(summary, indent=2)),
+    )
     if figure:
         _figure(os.path.join(out, "demo.png"), exact, samples, table, nfes, floor)
     return summary
@@ -147,7 +170,7 @@ def _figure(path, exact, samples, table, nfes, floor) -> None:
     ax.set_xlabel("NFE")
     ax.set_ylabel("sliced W2 to exact samples")
     ax.legend(fontsize=7)
-    for ax in axes.flat[len(panels):7]:
+    for ax in axes.flat[len(panels) : 7]:
         ax.axis("off")
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, dpi=80, format="png"))

@@ -60,7 +60,9 @@ class MLP(nn.Module, Configurable):
         )
         self.dim, self.emb_dim = dim, emb_dim
         self.inp = nn.Linear(dim, hidden)
-        self.temb = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.temb = nn.Sequential(
+            nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
         self.cemb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
         self.blocks = nn.ModuleList(_Block(hidden, emb_dim) for _ in range(depth))
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim))

@@ -14,7 +14,8 @@ ODE of every Gaussian process is dx/dt = velocity (it equals f x - g^2/2 score).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -112,7 +113,9 @@ class Denoiser(nn.Module):
         if precondition not in (None, "edm"):
             raise ValueError(f"unknown precondition {precondition!r}: use None or 'edm'")
         if precondition == "edm" and prediction != "x0":
-            raise ValueError("EDM preconditioning predicts x0 through c_skip/c_out: set prediction='x0'")
+            raise ValueError(
+                "EDM preconditioning predicts x0 through c_skip/c_out: set prediction='x0'"
+            )
         if not sigma_data > 0:
             raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
         self.net, self.process = net, process
@@ -154,7 +157,7 @@ class Denoiser(nn.Module):
         }
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> "Denoiser":
+    def from_config(cls, cfg: dict[str, Any]) -> Denoiser:
         from .config import from_config
 
         return cls(
@@ -164,4 +167,3 @@ class Denoiser(nn.Module):
             precondition=cfg["precondition"],
             sigma_data=cfg["sigma_data"],
         )
-

@@ -18,7 +18,7 @@ still finite (as DPM-Solver integrates from T to eps).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -93,7 +93,7 @@ class Process(Configurable):
     def diffusion_sq(self, t: float | torch.Tensor) -> torch.Tensor:
         """g(t)^2 = d sigma^2 / dt - 2 f(t) sigma^2 = -sigma^2 d lambda / dt."""
         t = as_time(t)
-        return -self.sigma(t) ** 2 * derivative(self.log_snr, t)
+        return -(self.sigma(t) ** 2) * derivative(self.log_snr, t)
 
     # --- sampling --------------------------------------------------------------------
     def noise(
@@ -190,7 +190,7 @@ class VP(Process):
         )
 
     @classmethod
-    def from_alphas_cumprod(cls, alphas_cumprod: Sequence[float] | torch.Tensor) -> "VP":
+    def from_alphas_cumprod(cls, alphas_cumprod: Sequence[float] | torch.Tensor) -> VP:
         """VP process of a discrete-time checkpoint (e.g. 1000-step DDPM betas).
 
         log alpha is interpolated linearly in t between the grid points t_i = (i+1)/N.

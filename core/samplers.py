@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -78,7 +79,9 @@ class _CountedDenoiser:
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         tb = torch.as_tensor(t, dtype=torch.float64, device=x.device).expand(x.shape[0])
-        out = self.denoiser(x, tb, cond=self.cond) if self.cond is not None else self.denoiser(x, tb)
+        out = (
+            self.denoiser(x, tb, cond=self.cond) if self.cond is not None else self.denoiser(x, tb)
+        )
         if out.shape != x.shape:
             raise ValueError(
                 f"{self.solver}: the denoiser returned shape {tuple(out.shape)} "
@@ -141,7 +144,9 @@ def sample(
     unknown = set(options) - set(params)
     if unknown:
         allowed = sorted(p for p in params if p not in ("D", "process", "x", "ts", "generator"))
-        raise ValueError(f"solver {solver!r} takes no option(s) {sorted(unknown)}; it takes {allowed}")
+        raise ValueError(
+            f"solver {solver!r} takes no option(s) {sorted(unknown)}; it takes {allowed}"
+        )
     steps = spec.steps(nfe, **options)
     ts = time_grid(process, steps, schedule, rho=rho).to(x1.device)
     D = _CountedDenoiser(denoiser, cond, solver)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -62,7 +62,9 @@ def time_grid(
     if not isinstance(schedule, str):
         ts = torch.as_tensor(schedule, dtype=torch.float64)
         if len(ts) != steps + 1:
-            raise ValueError(f"the given schedule has {len(ts)} times, need steps + 1 = {steps + 1}")
+            raise ValueError(
+                f"the given schedule has {len(ts)} times, need steps + 1 = {steps + 1}"
+            )
         return _check_grid(ts, process)
 
     t0 = process.t_max if t_start is None else float(t_start)

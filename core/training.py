@@ -15,8 +15,9 @@ from __future__ import annotations
 import copy
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -24,7 +25,14 @@ from .losses import TIME_SAMPLING, WEIGHTINGS, diffusion_loss
 from .parameterization import Denoiser
 from .utils import atomic_write
 
-__all__ = ["TrainConfig", "TrainResult", "train", "save_checkpoint", "load_checkpoint", "load_denoiser"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "train",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_denoiser",
+]
 
 FORMAT = "diffsci-checkpoint-v1"
 
@@ -60,7 +68,9 @@ class TrainConfig:
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}: use constant or cosine")
         if self.time_sampling not in TIME_SAMPLING:
-            raise ValueError(f"unknown time_sampling {self.time_sampling!r}; choose one of {TIME_SAMPLING}")
+            raise ValueError(
+                f"unknown time_sampling {self.time_sampling!r}; choose one of {TIME_SAMPLING}"
+            )
 
 
 @dataclass
@@ -173,7 +183,12 @@ def train(
     while step < config.steps:
         x0 = _batch(data, config.batch_size, generator).to(fabric.device)
         loss = diffusion_loss(
-            model, process, x0, config.weighting, config.time_sampling, generator,
+            model,
+            process,
+            x0,
+            config.weighting,
+            config.time_sampling,
+            generator,
             sigma_data=denoiser.sigma_data,
         )
         if not torch.isfinite(loss):
@@ -198,5 +213,7 @@ def train(
             save()
     if bar is not None:
         bar.close()
-    ema = Denoiser(ema_net, process, denoiser.prediction, denoiser.precondition, denoiser.sigma_data)
+    ema = Denoiser(
+        ema_net, process, denoiser.prediction, denoiser.precondition, denoiser.sigma_data
+    )
     return TrainResult(denoiser=denoiser, ema=ema.eval(), losses=losses, step=step)

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from diffsci.core import EDM, VP, GaussianMixture, Interpolant
 
 f64 = torch.float64

@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-
 from diffsci.core import sliced_wasserstein
 
 
@@ -11,7 +10,9 @@ def test_sliced_w2_of_a_shift_is_its_length_over_sqrt_d():
     d = 5
     x = torch.randn(1000, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     c = torch.tensor([1.0, -2.0, 0.5, 0.0, 3.0], dtype=torch.float64)
-    sw = sliced_wasserstein(x, x + c, n_projections=20000, generator=torch.Generator().manual_seed(1))
+    sw = sliced_wasserstein(
+        x, x + c, n_projections=20000, generator=torch.Generator().manual_seed(1)
+    )
     assert math.isclose(sw, float(c.norm()) / math.sqrt(d), rel_tol=0.02)
     assert sliced_wasserstein(x, x.flip(0)) == 0.0  # a permutation is the same cloud
     # unequal sizes compare quantiles

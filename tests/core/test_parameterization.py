@@ -2,13 +2,32 @@
 
 import pytest
 import torch
+from diffsci.core import (
+    EDM,
+    PFGMPP,
+    PREDICTIONS,
+    VE,
+    VP,
+    Denoiser,
+    Interpolant,
+    SubVP,
+    from_x0,
+    to_x0,
+)
+from diffsci.core.nets import MLP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diffsci.core import EDM, PFGMPP, PREDICTIONS, VE, VP, Denoiser, Interpolant, SubVP, from_x0, to_x0
-from diffsci.core.nets import MLP
-
-PROCESSES = [VP(), VP("cosine"), VE(), EDM(), SubVP(), Interpolant(), Interpolant("trig", 0.3), PFGMPP()]
+PROCESSES = [
+    VP(),
+    VP("cosine"),
+    VE(),
+    EDM(),
+    SubVP(),
+    Interpolant(),
+    Interpolant("trig", 0.3),
+    PFGMPP(),
+]
 
 
 @settings(max_examples=60, deadline=None)
@@ -35,7 +54,10 @@ def test_conversions_round_trip(pi, kind, u, seed, shape):
     # the prediction of the true (x0, eps) pair is the textbook target
     a, s = p.alpha(t), p.sigma(t)
     truth = {
-        "x0": x0, "eps": eps, "v": a * eps - s * x0, "score": -eps / s,
+        "x0": x0,
+        "eps": eps,
+        "v": a * eps - s * x0,
+        "score": -eps / s,
         "velocity": p.d_alpha(t) * x0 + p.d_sigma(t) * eps,
     }[kind]
     assert torch.allclose(pred, truth, rtol=1e-6, atol=1e-6 * float(truth.abs().max() + 1))
@@ -46,7 +68,10 @@ def test_velocity_is_the_probability_flow_drift(p):
     """alpha' x0 + sigma' eps == f x - g^2/2 score (Song et al. 2021, eq. 13)."""
     g = torch.Generator().manual_seed(0)
     t = torch.linspace(0.05, 0.9, 4, dtype=torch.float64)
-    x0, eps = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(4, 3, generator=g, dtype=torch.float64)
+    x0, eps = (
+        torch.randn(4, 3, generator=g, dtype=torch.float64),
+        torch.randn(4, 3, generator=g, dtype=torch.float64),
+    )
     x = p.perturb(x0, t, eps)
     v = from_x0(x0, "velocity", x, t, p)
     score = from_x0(x0, "score", x, t, p)
@@ -57,7 +82,10 @@ def test_velocity_is_the_probability_flow_drift(p):
 def test_rectified_flow_velocity_is_noise_minus_data():
     p = Interpolant("linear")
     g = torch.Generator().manual_seed(0)
-    x0, x1 = torch.randn(5, 2, generator=g, dtype=torch.float64), torch.randn(5, 2, generator=g, dtype=torch.float64)
+    x0, x1 = (
+        torch.randn(5, 2, generator=g, dtype=torch.float64),
+        torch.randn(5, 2, generator=g, dtype=torch.float64),
+    )
     t = torch.full((5,), 0.3, dtype=torch.float64)
     x = p.perturb(x0, t, x1)
     assert torch.allclose(from_x0(x0, "velocity", x, t, p), x1 - x0)

@@ -5,16 +5,23 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy import integrate, stats
-
 from diffsci.core import EDM, PFGMPP, VE, VP, Interpolant, SubVP
 from diffsci.core.config import from_config
 from diffsci.core.processes import Process
+from scipy import integrate, stats
 
 ddpm_ac = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
 PROCESSES = [
-    VP(), VP("cosine"), VP.from_alphas_cumprod(ddpm_ac), VE(), EDM(), SubVP(),
-    Interpolant(), Interpolant("trig"), Interpolant("linear", gamma_scale=0.5), PFGMPP(D=64),
+    VP(),
+    VP("cosine"),
+    VP.from_alphas_cumprod(ddpm_ac),
+    VE(),
+    EDM(),
+    SubVP(),
+    Interpolant(),
+    Interpolant("trig"),
+    Interpolant("linear", gamma_scale=0.5),
+    PFGMPP(D=64),
 ]
 ids = [repr(p)[:40] for p in PROCESSES]
 

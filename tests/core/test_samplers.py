@@ -6,9 +6,16 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from diffsci.core import (
-    EDM, PFGMPP, VP, GaussianMixture, Interpolant, sample, sliced_wasserstein, solvers, time_grid,
+    EDM,
+    PFGMPP,
+    VP,
+    GaussianMixture,
+    Interpolant,
+    sample,
+    sliced_wasserstein,
+    solvers,
+    time_grid,
 )
 
 f64 = torch.float64
@@ -16,7 +23,9 @@ f64 = torch.float64
 
 @pytest.fixture(scope="module")
 def smooth_gmm():
-    return GaussianMixture.random(4, 2, generator=torch.Generator().manual_seed(7), scale=(0.3, 0.6))
+    return GaussianMixture.random(
+        4, 2, generator=torch.Generator().manual_seed(7), scale=(0.3, 0.6)
+    )
 
 
 @pytest.mark.parametrize("process", [VP(), EDM(), Interpolant()], ids=lambda p: type(p).__name__)
@@ -60,8 +69,15 @@ def test_interpolant_sde_with_zero_noise_is_euler_and_with_noise_samples(gmm):
     x1 = p.prior((2000, 2), generator=torch.Generator().manual_seed(0), dtype=f64)
     ode = sample(D, p, x1, "euler", nfe=20)
     assert torch.allclose(sample(D, p, x1, "interpolant_sde", nfe=20, noise=0.0), ode)
-    sde = sample(D, p, x1, "interpolant_sde", nfe=200, noise=lambda t: 0.5 * (1 - t),
-                 generator=torch.Generator().manual_seed(1))
+    sde = sample(
+        D,
+        p,
+        x1,
+        "interpolant_sde",
+        nfe=200,
+        noise=lambda t: 0.5 * (1 - t),
+        generator=torch.Generator().manual_seed(1),
+    )
     exact = gmm.sample(2000, torch.Generator().manual_seed(2))
     assert sliced_wasserstein(sde, exact, generator=torch.Generator().manual_seed(0)) < 0.2
 

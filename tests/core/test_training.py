@@ -2,10 +2,19 @@
 
 import pytest
 import torch
-
 from diffsci.core import (
-    EDM, PFGMPP, VP, Denoiser, Interpolant, MLP, TrainConfig, diffusion_loss, load_denoiser,
-    sample, sliced_wasserstein, train,
+    EDM,
+    MLP,
+    PFGMPP,
+    VP,
+    Denoiser,
+    Interpolant,
+    TrainConfig,
+    diffusion_loss,
+    load_denoiser,
+    sample,
+    sliced_wasserstein,
+    train,
 )
 from diffsci.core.demo import demo_mixture
 from diffsci.core.losses import sample_times
@@ -16,7 +25,14 @@ f64 = torch.float64
 
 @pytest.mark.parametrize(
     "process,weighting",
-    [(VP(), "eps"), (VP(), "v"), (VP(), "x0"), (Interpolant(), "velocity"), (VP(), "score"), (EDM(), "edm")],
+    [
+        (VP(), "eps"),
+        (VP(), "v"),
+        (VP(), "x0"),
+        (Interpolant(), "velocity"),
+        (VP(), "score"),
+        (EDM(), "edm"),
+    ],
     ids=lambda v: v if isinstance(v, str) else type(v).__name__,
 )
 def test_weighted_loss_equals_the_native_regression_loss(process, weighting):
@@ -64,7 +80,9 @@ def test_training_reaches_the_mixture():
     sw = lambda x: sliced_wasserstein(x, exact, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert sw(sample(result.ema, p, x1, "heun", nfe=40)) < 0.25
-        em = sample(result.ema, p, x1, "euler_maruyama", nfe=100, generator=torch.Generator().manual_seed(2))
+        em = sample(
+            result.ema, p, x1, "euler_maruyama", nfe=100, generator=torch.Generator().manual_seed(2)
+        )
         assert sw(em) < 0.25
         assert sw(sample(untrained, p, x1, "heun", nfe=40)) > 0.5
 
@@ -132,7 +150,15 @@ def test_training_errors(tmp_path):
     with pytest.raises(ValueError, match="not a diffsci checkpoint"):
         load_denoiser(bad)
     ckpt = tmp_path / "a.pt"
-    train(den, torch.randn(16, 2), TrainConfig(steps=2, batch_size=4), checkpoint=ckpt, progress=False)
+    train(
+        den, torch.randn(16, 2), TrainConfig(steps=2, batch_size=4), checkpoint=ckpt, progress=False
+    )
     other = Denoiser(MLP(2, hidden=16, depth=1), VP(), prediction="eps")
     with pytest.raises(ValueError, match="another model config"):
-        train(other, torch.randn(16, 2), TrainConfig(steps=4, batch_size=4), checkpoint=ckpt, progress=False)
+        train(
+            other,
+            torch.randn(16, 2),
+            TrainConfig(steps=4, batch_size=4),
+            checkpoint=ckpt,
+            progress=False,
+        )
