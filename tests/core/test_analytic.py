@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from diffsci.core import EDM, VP, GaussianMixture, Interpolant
 
 f64 = torch.float64

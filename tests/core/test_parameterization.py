@@ -2,6 +2,9 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from diffsci.core import (
     EDM,
     PFGMPP,
@@ -15,8 +18,6 @@ from diffsci.core import (
     to_x0,
 )
 from diffsci.core.nets import MLP
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 PROCESSES = [
     VP(),

@@ -5,10 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import integrate, stats
+
 from diffsci.core import EDM, PFGMPP, VE, VP, Interpolant, SubVP
 from diffsci.core.config import from_config
 from diffsci.core.processes import Process
-from scipy import integrate, stats
 
 ddpm_ac = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
 PROCESSES = [
