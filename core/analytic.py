@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .processes import Process
-from .utils import as_time, batch_time
+from .utils import as_time, batch_time, coef
 
 __all__ = ["GaussianMixture"]
 
@@ -171,8 +171,6 @@ class GaussianMixture:
     def score(self, x: torch.Tensor, t: Any, process: Process) -> torch.Tensor:
         """grad_x log p_t(x) = (alpha E[x0|x] - x) / sigma^2 (Tweedie)."""
         t = batch_time(t, x)
-        from .utils import coef
-
         x0 = self.denoise(x.to(torch.float64), t, process)
         xf = x.to(torch.float64)
         return ((coef(process.alpha(t), xf) * x0 - xf) / coef(process.sigma(t), xf) ** 2).to(

@@ -304,7 +304,8 @@ def interpolant_sde(D, process, x, ts, generator=None, noise: Any = 1.0):
 
 
 def _pc_steps(nfe: int, n_corrector: int = 1, **_: Any) -> int:
-    _check_int("n_corrector", n_corrector) if n_corrector != 0 else None
+    if isinstance(n_corrector, bool) or not isinstance(n_corrector, int) or n_corrector < 0:
+        raise ValueError(f"pc: n_corrector must be an integer >= 0, got {n_corrector!r}")
     per_step = 1 + n_corrector
     if nfe % per_step:
         raise ValueError(

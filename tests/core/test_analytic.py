@@ -43,6 +43,7 @@ def test_denoiser_matches_tweedie_by_autograd(gmm):
     (grad,) = torch.autograd.grad(gmm.log_prob_t(x, t, p).sum(), x)
     tweedie = (x + p.sigma(t) ** 2 * grad) / p.alpha(t)
     assert torch.allclose(gmm.denoise(x.detach(), t, p), tweedie, atol=1e-10)
+    assert torch.allclose(gmm.score(x.detach(), t, p), grad, atol=1e-10)
 
 
 def test_log_prob_integrates_to_one_and_sample_moments(gmm):
