@@ -204,6 +204,8 @@ def train(
         with torch.no_grad():  # EMA of the weights: e <- d e + (1 - d) w
             for e, w in zip(ema_net.parameters(), denoiser.net.parameters()):
                 e.lerp_(w, 1.0 - config.ema_decay)
+            for e, b in zip(ema_net.buffers(), denoiser.net.buffers()):  # e.g. norm statistics
+                e.copy_(b)
         step += 1
         losses.append(loss.item())
         if bar is not None:
