@@ -202,13 +202,16 @@ class VP(Process):
     def _cos_arg(self, t: torch.Tensor) -> torch.Tensor:
         return 0.5 * math.pi * (t + self.s) / (1.0 + self.s)
 
+    @property
+    def _cos0(self) -> float:
+        """cos(pi/2 s/(1+s)) = sqrt(f(0)): the cosine schedule's normaliser."""
+        return math.cos(0.5 * math.pi * self.s / (1.0 + self.s))
+
     def log_alpha(self, t: torch.Tensor) -> torch.Tensor:
         if self.schedule == "linear":
             return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
         if self.schedule == "cosine":
-            return torch.log(torch.cos(self._cos_arg(t))) - math.log(
-                math.cos(self._cos_arg(torch.tensor(0.0, dtype=torch.float64)))
-            )
+            return torch.log(torch.cos(self._cos_arg(t))) - math.log(self._cos0)
         return _interp(t, self._t_grid, self._log_alpha_grid)
 
     def log_sigma(self, t: torch.Tensor) -> torch.Tensor:
@@ -227,8 +230,7 @@ class VP(Process):
             b0, b1 = self.beta_min, self.beta_max
             return 4.0 * c / (b0 + torch.sqrt(b0**2 + 4.0 * (b1 - b0) * c))
         if self.schedule == "cosine":
-            c0 = math.cos(self._cos_arg(torch.tensor(0.0, dtype=torch.float64)))
-            arg = torch.acos(torch.exp(log_alpha) * c0)
+            arg = torch.acos(torch.exp(log_alpha) * self._cos0)
             return 2.0 * (1.0 + self.s) / math.pi * arg - self.s
         return _interp(log_alpha, self._log_alpha_grid.flip(0), self._t_grid.flip(0))
 
@@ -352,6 +354,8 @@ class Interpolant(Process):
         return torch.log(self.interp_alpha(t))
 
     def log_sigma(self, t: torch.Tensor) -> torch.Tensor:
+        # gamma^2 written out, not interp_gamma(t)^2: sqrt'(0) = inf would make autograd's
+        # d sigma / dt NaN when gamma_scale = 0
         return 0.5 * torch.log(self.interp_beta(t) ** 2 + self.gamma_scale * t * (1.0 - t))
 
     def t_of_log_snr(self, lam: float | torch.Tensor) -> torch.Tensor:
