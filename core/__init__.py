@@ -5,7 +5,7 @@ one ``sample`` entry point, training losses and loop, the exact Gaussian-mixture
 oracle and metrics. See DESIGN.md for the contract.
 """
 
-from . import dpm_solver  # noqa: F401  (registers the DPM-Solver++ samplers)
+from . import deis, dpm_solver, momentum, unipc  # noqa: F401  (they register samplers)
 from .analytic import GaussianMixture
 from .losses import diffusion_loss, loss_weight
 from .metrics import sliced_wasserstein
