@@ -1,71 +1,435 @@
-"""DPM-Solver++ multistep samplers (Lu et al. 2022, "DPM-Solver++", Alg. 2 and App. B).
+"""DPM-Solver and DPM-Solver++: exponential integrators in lambda = log(alpha / sigma).
 
-Exponential integrators in lambda = log(alpha / sigma) = log_snr / 2 on the data
-prediction D: with h = lambda_t - lambda_s and phi_1 = expm1(-h),
+Lu et al. 2022, "DPM-Solver" (noise prediction eps, NeurIPS) and "DPM-Solver++" (data
+prediction x0). Both solve the probability-flow ODE exactly in its linear part and
+Taylor-expand the prediction P in lambda. They are the same algorithm in two *frames*:
 
-    x_t = (sigma_t / sigma_s) x_s - alpha_t phi_1 D_s                       (order 1 = DDIM)
-    x_t = ... - alpha_t phi_1 (D_s + (D_s - D_prev) / (2 r)),  r = h_prev / h  (2M)
-    x_t = (sigma_t/sigma_s) x_s - alpha_t phi_1 D_s + alpha_t phi_2 D1 - alpha_t phi_3 D2  (3M)
+    noise frame (DPM-Solver):   x_t = (alpha_t/alpha_s) x_s - sigma_t phi_1(g) eps_s + ...
+    data frame  (DPM-Solver++): x_t = (sigma_t/sigma_s) x_s - alpha_t phi_1(g) x0_s + ...
 
-with phi_2 = phi_1 / h + 1, phi_3 = phi_2 / h - 1/2 and D1, D2 the first and second
-divided differences of the last three data predictions in lambda. The first steps warm
-up at lower order; with ``lower_order_final`` and fewer than 10 steps the last steps
-drop order too (as the reference implementation does), which stabilises few-step sampling.
+with h = lambda_t - lambda_s > 0 and the signed step g = +h (noise) or -h (data), so one
+implementation serves both with (A, B, P) = (alpha, sigma, eps) or (sigma, alpha, x0):
 
-Measured on the exact oracle (tests/core/test_dpm_solver.py): 2M converges at order 2.07;
-3M is 4-5x more accurate than 2M but its global order is 1.95-1.98, bounded by its
-order-1 first step. A higher-order start (issue 3) is still to come.
+    phi_1(g) = e^g - 1,  phi_2(g) = phi_1(g)/g - 1,  phi_3(g) = phi_2(g)/g - 1/2
+    order 1:  x_t = (A_t/A_s) x_s - B_t phi_1(g) P_s                        (= DDIM)
+    2M:       ... - (B_t/2) phi_1(g) D1,   D1 = (P_s - P_prev) / r,  r = h_prev / h
+    3M:       ... - B_t phi_2(g) D1' - B_t phi_3(g) D2                 (DPM-Solver++ App. B)
+    2S:       u = x at s1 = lambda_s + r1 h by order 1;  ... - B_t/(2 r1) phi_1(g) (P(u) - P_s)
+    3S:       u1 by order 1 at r1 = 1/3, u2 at r2 = 2/3 with the phi_2 term,
+              ... - (B_t/r2) phi_2(g) (P(u2) - P_s)                   (DPM-Solver Alg. 2, 3)
+
+Checked against the official implementation (LuChengTHU/dpm-solver): the singlestep
+order partition of an NFE budget, r1 = 1/3, r2 = 2/3, ``lower_order_final`` below 10
+steps, and the adaptive step-size rule (Alg. 4 of DPM-Solver). diffusers lowers the final
+orders below 15 steps instead; ``lower_order_final=15`` reproduces it.
+
+The third-order multistep term. Expanding P to second order in lambda, the exact
+update's P'' term is -B_t phi_3(g) h^2 P''. The official 3M code (and diffusers, which
+copies it) multiplies phi_3 by D2 = (D1_0 - D1_1) / (r0 + r1), which is h^2 P'' / 2, half
+of it: its local error is O(h^3) and its global order 2. We measured exactly that on the
+oracle (3M slopes 1.86-1.97 on logSNR grids, also on a single 1-D Gaussian whose flow is
+known in closed form), and order 3.0-3.3 with the Taylor-correct term. ``variant=
+"taylor"`` (default) is the correct one; ``variant="reference"`` reproduces the
+official/diffusers update (whose halved term damps slightly at very few steps).
+
+Measured on the exact oracle (tests/core/test_dpm_solver.py, benchmarks/orders.py):
+2M and 2S converge at order 2, DPM-Solver-3 / 3S and 3M (taylor) at order 3. The
+order-1 warm-up step of a multistep solver is harmless on logSNR grids (P' is tiny at
+t_max); ``warmup="singlestep"`` (order - 1 extra evaluations) replaces it with one
+singlestep step of the full order, for grids that start with a large lambda step.
 """
 
 from __future__ import annotations
+
+import math
+from typing import Any
 
 import torch
 
 from .samplers import register_solver
 from .utils import coef
 
+__all__ = ["dynamic_threshold"]
 
-def _multistep(D, process, x, ts, order: int, lower_order_final: bool):
-    lam = 0.5 * process.log_snr(ts.ts)  # float64, one per grid time
+
+# --------------------------------------------------------------------------------------
+# the two frames and the shared building blocks
+# --------------------------------------------------------------------------------------
+class _Frame:
+    """(A, B, P, sign) of the noise (DPM-Solver) or data (DPM-Solver++) formulation."""
+
+    def __init__(self, process, data: bool, threshold: tuple[float, float] | None = None):
+        self.process, self.data, self.threshold = process, data, threshold
+        self.sign = -1.0 if data else 1.0
+        self._lam: dict[float, torch.Tensor] = {}
+
+    def lam(self, t: torch.Tensor) -> torch.Tensor:
+        return 0.5 * self.process.log_snr(t)
+
+    def time(self, lam: torch.Tensor) -> torch.Tensor:
+        return self.process.t_of_log_snr(2.0 * lam)
+
+    def A(self, t):
+        return self.process.sigma(t) if self.data else self.process.alpha(t)
+
+    def B(self, t):
+        return self.process.alpha(t) if self.data else self.process.sigma(t)
+
+    def pred(self, D, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        x0 = D(x, t)
+        if self.threshold is not None:
+            x0 = dynamic_threshold(x0, *self.threshold)
+        if self.data:
+            return x0
+        a, s = self.process.alpha(t), self.process.sigma(t)
+        return (x - coef(a, x) * x0) / coef(s, x)
+
+    def phis(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        g = self.sign * h
+        phi1 = torch.expm1(g)
+        phi2 = phi1 / g - 1.0
+        return phi1, phi2, phi2 / g - 0.5
+
+    def first(self, x, P_s, s, t, h):
+        """Order-1 step from s to t (lambda step h) with prediction P_s."""
+        phi1 = torch.expm1(self.sign * h)
+        return coef(self.A(t) / self.A(s), x) * x - coef(self.B(t) * phi1, x) * P_s
+
+
+def dynamic_threshold(x0: torch.Tensor, ratio: float = 0.995, max_value: float = 1.0):
+    """Dynamic thresholding of a data prediction (Saharia et al. 2022, Imagen, Sec. 2.3).
+
+    Per sample, s = the ``ratio`` quantile of |x0|, clamped to [1, max_value]; then
+    x0 <- clamp(x0, -s, s) / s. Pixel-space models only: it assumes data in [-1, 1].
+    """
+    flat = x0.reshape(x0.shape[0], -1).abs()
+    s = torch.quantile(flat.double(), ratio, dim=1).clamp(min=1.0, max=max_value).to(x0.dtype)
+    s = s.reshape(-1, *([1] * (x0.ndim - 1)))
+    return torch.clamp(x0, -s, s) / s
+
+
+def _threshold_option(thresholding: bool, ratio: float, max_value: float):
+    if not thresholding:
+        return None
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"threshold_ratio must lie in (0, 1], got {ratio}")
+    if not max_value >= 1.0:
+        raise ValueError(f"max_value must be >= 1, got {max_value}")
+    return (ratio, max_value)
+
+
+def _singlestep(F: _Frame, D, x, s, t, order: int, r1: float | None = None, cache=()):
+    """One singlestep DPM-Solver(++) step of ``order`` from time s to t.
+
+    Returns (x_t, [P at the stages]). ``cache`` holds stage predictions already made
+    (P_s, then P at r1): the adaptive solver's higher-order update reuses its lower one's.
+    """
+    lam_s, lam_t = F.lam(s), F.lam(t)
+    h = lam_t - lam_s
+    r1 = (0.5 if order == 2 else 1.0 / 3.0) if r1 is None else r1
+    P = list(cache)
+
+    def stage(i, make_x, at):
+        if len(P) <= i:
+            P.append(F.pred(D, make_x(), at))
+        return P[i]
+
+    P_s = stage(0, lambda: x, s)
+    phi1, phi2, _ = F.phis(h)
+    x_t = F.first(x, P_s, s, t, h)
+    if order == 1:
+        return x_t, P
+    s1 = F.time(lam_s + r1 * h)
+    P1 = stage(1, lambda: F.first(x, P_s, s, s1, r1 * h), s1)
+    if order == 2:
+        return x_t - coef(F.B(t) * phi1 / (2 * r1), x) * (P1 - P_s), P
+    r2 = 2.0 / 3.0
+    s2 = F.time(lam_s + r2 * h)
+    _, phi2_r2, _ = F.phis(r2 * h)
+    u2 = lambda: (
+        F.first(x, P_s, s, s2, r2 * h) - coef(F.B(s2) * (r2 / r1) * phi2_r2, x) * (P1 - P_s)
+    )
+    P2 = stage(2, u2, s2)
+    return x_t - coef(F.B(t) * phi2 / r2, x) * (P2 - P_s), P
+
+
+def _multistep_update(F: _Frame, x, hist, s, t, h, k: int, d2_scale: float = 2.0):
+    """Multistep update of order k from the newest history entry (at s) to t.
+
+    The third-order term needs h^2 P'' = 2 (d0 - d1) / (r0 + r1). The official code
+    (and diffusers) use half of it (``d2_scale=1``, variant "reference"): its local error
+    is then O(h^3) and 3M converges at order 2 only (measured, see the module docstring).
+    """
+    P0, _ = hist[-1]
+    x_t = F.first(x, P0, s, t, h)
+    if k == 1:
+        return x_t
+    phi1, phi2, phi3 = F.phis(h)
+    lam_s = hist[-1][1]
+    P1, l1 = hist[-2]
+    r0 = (lam_s - l1) / h
+    d0 = (P0 - P1) / coef(r0, x)  # divided difference, scaled by h
+    if k == 2:
+        return x_t - coef(0.5 * F.B(t) * phi1, x) * d0
+    P2, l2 = hist[-3]
+    r1 = (l1 - l2) / h
+    d1 = (P1 - P2) / coef(r1, x)
+    D1 = d0 + coef(r0 / (r0 + r1), x) * (d0 - d1)  # first derivative, to second order
+    D2 = d2_scale * (d0 - d1) / coef(r0 + r1, x)  # second derivative, scaled by h^2
+    return x_t - coef(F.B(t) * phi2, x) * D1 - coef(F.B(t) * phi3, x) * D2
+
+
+def _final_below(lower_order_final: Any) -> int:
+    if lower_order_final is True:
+        return 10  # the official DPM-Solver rule
+    if lower_order_final is False:
+        return 0
+    if isinstance(lower_order_final, int) and lower_order_final >= 0:
+        return lower_order_final
+    raise ValueError(
+        f"lower_order_final must be True, False or a step count, got {lower_order_final!r}"
+    )
+
+
+def _check_order(name: str, order: Any, allowed) -> int:
+    if isinstance(order, bool) or order not in allowed:
+        raise ValueError(f"{name}: order must be one of {sorted(allowed)}, got {order!r}")
+    return order
+
+
+# --------------------------------------------------------------------------------------
+# multistep
+# --------------------------------------------------------------------------------------
+VARIANTS = {"taylor": 2.0, "reference": 1.0}
+
+
+def _multistep(D, F: _Frame, x, ts, order, lower_order_final, warmup, variant):
+    below = _final_below(lower_order_final)
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+    lam = F.lam(ts.ts)  # float64, one per grid time
     steps = len(ts)
-    hist: list[tuple[torch.Tensor, torch.Tensor]] = []  # (D value, lambda) newest last
-    for i, t, s in ts:
-        hist.append((D(x, t), lam[i]))
+    hist: list[tuple[torch.Tensor, torch.Tensor]] = []  # (P, lambda), newest last
+    for i, t, s in ts:  # here t is the current time and s the next (a decreasing grid)
+        if i == 0 and warmup == "singlestep" and order > 1:
+            x_next, P = _singlestep(F, D, x, t, s, order)
+            # continue from P at the start and at the last stage, whose error is
+            # O(h^order): the divided differences then keep the order
+            r_last = 0.5 if order == 2 else 2.0 / 3.0
+            hist = [(P[0], lam[0]), (P[-1], lam[0] + r_last * (lam[1] - lam[0]))]
+            x = ts.check(x_next)
+            continue
+        hist.append((F.pred(D, x, t), lam[i]))
         hist = hist[-order:]
-        k = min(order, len(hist))
-        if lower_order_final and steps < 10:
+        k = len(hist)
+        if steps < below:
             k = min(k, steps - i)
         h = lam[i + 1] - lam[i]
-        a_s, sig_s, sig_t = process.alpha(s), process.sigma(s), process.sigma(t)
-        phi1 = torch.expm1(-h)
-        d0 = hist[-1][0]
-        x_next = coef(sig_s / sig_t, x) * x - coef(a_s * phi1, x) * d0
-        if k >= 2:
-            d1_, l1 = hist[-2]
-            r0 = (lam[i] - l1) / h
-            dd0 = (d0 - d1_) / coef(r0, x)  # divided difference scaled by h
-            if k == 2:
-                x_next = x_next - 0.5 * coef(a_s * phi1, x) * dd0
-            else:
-                d2_, l2 = hist[-3]
-                r1 = (l1 - l2) / h
-                dd1 = (d1_ - d2_) / coef(r1, x)
-                Dd1 = dd0 + coef(r0 / (r0 + r1), x) * (dd0 - dd1)
-                Dd2 = (dd0 - dd1) / coef(r0 + r1, x)
-                phi2 = phi1 / h + 1.0
-                phi3 = phi2 / h - 0.5
-                x_next = x_next + coef(a_s * phi2, x) * Dd1 - coef(a_s * phi3, x) * Dd2
-        x = ts.check(x_next)
+        x = ts.check(_multistep_update(F, x, hist, t, s, h, k, VARIANTS[variant]))
     return x
 
 
-@register_solver("dpm++2m", order=2)
-def dpmpp_2m(D, process, x, ts, generator=None, lower_order_final: bool = True):
-    """DPM-Solver++(2M): second-order multistep on the data prediction (Lu et al. 2022, Alg. 2)."""
-    return _multistep(D, process, x, ts, 2, lower_order_final)
+def _multistep_steps(order):
+    def steps(nfe: int, warmup: str = "multistep", **_: Any) -> int:
+        if warmup not in ("multistep", "singlestep"):
+            raise ValueError(f"warmup must be 'multistep' or 'singlestep', got {warmup!r}")
+        if warmup == "singlestep":
+            if nfe < order:
+                raise ValueError(
+                    f"a singlestep warm-up of order {order} costs {order} evaluations; "
+                    f"nfe={nfe} is too small"
+                )
+            return nfe - (order - 1)
+        return nfe
+
+    return steps
 
 
-@register_solver("dpm++3m", order=3)
-def dpmpp_3m(D, process, x, ts, generator=None, lower_order_final: bool = True):
-    """DPM-Solver++(3M): third-order multistep on the data prediction (Lu et al. 2022, App. B)."""
-    return _multistep(D, process, x, ts, 3, lower_order_final)
+def _register_multistep(name: str, order: int, data: bool, paper: str):
+    def solver(
+        D,
+        process,
+        x,
+        ts,
+        generator=None,
+        lower_order_final: Any = True,
+        warmup: str = "multistep",
+        variant: str = "taylor",
+        thresholding: bool = False,
+        threshold_ratio: float = 0.995,
+        max_value: float = 1.0,
+    ):
+        th = _threshold_option(thresholding, threshold_ratio, max_value)
+        if th is not None and not data:
+            raise ValueError(f"{name}: thresholding needs the data prediction (use dpm++)")
+        F = _Frame(process, data, th)
+        return _multistep(D, F, x, ts, order, lower_order_final, warmup, variant)
+
+    solver.__doc__ = (
+        f"{paper}: order-{order} multistep in lambda on the "
+        f"{'data' if data else 'noise'} prediction; warmup='singlestep' keeps order {order}."
+    )
+    solver.__name__ = name.replace("+", "p").replace("-", "_")
+    register_solver(name, order=order, steps=_multistep_steps(order))(solver)
+
+
+_register_multistep("dpm++2m", 2, True, "DPM-Solver++(2M) (Lu et al. 2022, Alg. 2)")
+_register_multistep("dpm++3m", 3, True, "DPM-Solver++(3M) (Lu et al. 2022, App. B)")
+_register_multistep("dpm-solver-2m", 2, False, "Multistep DPM-Solver-2 (Lu et al. 2022b)")
+_register_multistep("dpm-solver-3m", 3, False, "Multistep DPM-Solver-3 (Lu et al. 2022b)")
+
+
+# --------------------------------------------------------------------------------------
+# singlestep
+# --------------------------------------------------------------------------------------
+def singlestep_orders(nfe: int, order: int) -> list[int]:
+    """How the official DPM-Solver splits an NFE budget into singlestep steps:
+    order 3 -> [3, ..., 3] ending with [2, 1], [1] or [2] by nfe mod 3; order 2 ->
+    [2, ..., 2] (+ [1] if nfe is odd); order 1 -> [1] * nfe (DPM-Solver, Sec. 3.4)."""
+    if order == 3:
+        K = nfe // 3 + 1
+        tail = {0: [2, 1], 1: [1], 2: [2]}[nfe % 3]
+        return [3] * (K - len(tail)) + tail
+    if order == 2:
+        return [2] * (nfe // 2) + [1] * (nfe % 2)
+    return [1] * nfe
+
+
+def _singlestep_solver(D, F: _Frame, x, ts, order):
+    orders = singlestep_orders(ts.nfe, order)
+    for i, t, s in ts:
+        x = ts.check(_singlestep(F, D, x, t, s, orders[i])[0])
+    return x
+
+
+def _register_singlestep(name: str, order: int, data: bool, paper: str):
+    def solver(
+        D,
+        process,
+        x,
+        ts,
+        generator=None,
+        thresholding: bool = False,
+        threshold_ratio: float = 0.995,
+        max_value: float = 1.0,
+    ):
+        th = _threshold_option(thresholding, threshold_ratio, max_value)
+        if th is not None and not data:
+            raise ValueError(f"{name}: thresholding needs the data prediction (use dpm++)")
+        return _singlestep_solver(D, _Frame(process, data, th), x, ts, order)
+
+    solver.__doc__ = (
+        f"{paper}: singlestep order {order} on the {'data' if data else 'noise'} prediction."
+    )
+    solver.__name__ = name.replace("+", "p").replace("-", "_")
+    steps = lambda nfe, **_: len(singlestep_orders(nfe, order))
+    register_solver(name, order=order, steps=steps)(solver)
+
+
+_register_singlestep("dpm-solver-1", 1, False, "DPM-Solver-1 (Lu et al. 2022, eq. 3.7; = DDIM)")
+_register_singlestep("dpm-solver-2", 2, False, "DPM-Solver-2 (Lu et al. 2022, Alg. 1)")
+_register_singlestep("dpm-solver-3", 3, False, "DPM-Solver-3 (Lu et al. 2022, Alg. 2)")
+_register_singlestep("dpm++2s", 2, True, "DPM-Solver++(2S) (Lu et al. 2022b, Alg. 1)")
+_register_singlestep("dpm++3s", 3, True, "DPM-Solver++(3S) (Lu et al. 2022b, App. B)")
+
+
+# --------------------------------------------------------------------------------------
+# adaptive
+# --------------------------------------------------------------------------------------
+@register_solver("dpm-solver-adaptive", order=3, steps=lambda nfe, **_: 1, adaptive=True)
+def dpm_solver_adaptive(
+    D,
+    process,
+    x,
+    ts,
+    generator=None,
+    order: int = 3,
+    rtol: float = 0.05,
+    atol: float = 0.0078,
+    h_init: float = 0.05,
+    theta: float = 0.9,
+    predict_x0: bool = False,
+):
+    """Adaptive DPM-Solver-12/23 with embedded error control (Lu et al. 2022, Alg. 4).
+
+    Each trial step of size h (in lambda) runs the order-(k-1) and order-k singlestep
+    updates on shared evaluations (k evaluations); it is accepted when the scaled error
+    E = max_batch RMS((x_hi - x_lo) / max(atol, rtol max(|x_lo|, |x_prev|))) <= 1, and
+    h <- min(theta h E^(-1/k), lambda_end - lambda). ``nfe`` is a budget here: the
+    solver stops with a ValueError if the tolerance would need more evaluations.
+    The defaults (rtol 0.05, atol 0.0078 = 2/255, h_init 0.05) are the paper's for images.
+    """
+    k = _check_order("dpm-solver-adaptive", order, (2, 3))
+    for name, v in (("rtol", rtol), ("atol", atol), ("h_init", h_init)):
+        if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
+            raise ValueError(f"dpm-solver-adaptive: {name} must be a finite number > 0, got {v!r}")
+    if not 0 < theta <= 1:
+        raise ValueError(f"dpm-solver-adaptive: theta must lie in (0, 1], got {theta}")
+    F = _Frame(process, predict_x0)
+    t_end = ts.ts[-1]
+    s = ts.ts[0]
+    lam_s, lam_end = F.lam(s), F.lam(t_end)
+    h = torch.as_tensor(h_init, dtype=torch.float64)
+    x_prev, used = x, 0
+    rms = lambda v: v.reshape(v.shape[0], -1).square().mean(dim=1).sqrt()
+    while lam_end - lam_s > 1e-9:
+        if used + k > ts.nfe:
+            raise ValueError(
+                f"dpm-solver-adaptive: rtol={rtol}, atol={atol} needs more than nfe={ts.nfe} "
+                f"evaluations (reached lambda={float(lam_s):.4g} of {float(lam_end):.4g}); "
+                "raise nfe or loosen the tolerances"
+            )
+        t = F.time(lam_s + h) if lam_s + h < lam_end else t_end
+        # DPM-Solver-12 / -23: the lower update shares its stages with the higher one,
+        # so the lower order-2 update of DPM-Solver-23 uses r1 = 1/3 (Alg. 4)
+        x_lo, P = _singlestep(F, D, x, s, t, k - 1, r1=1.0 / 3.0)
+        x_hi, _ = _singlestep(F, D, x, s, t, k, cache=P)
+        used += k
+        delta = torch.maximum(
+            torch.full_like(x_lo, atol), rtol * torch.maximum(x_lo.abs(), x_prev.abs())
+        )
+        E = rms((x_hi - x_lo) / delta).max().double()
+        if E <= 1.0:
+            x, x_prev, s, lam_s = ts.check(x_hi), x_lo, t, F.lam(t)
+        h = torch.minimum(theta * h * E.clamp(min=1e-10) ** (-1.0 / k), lam_end - lam_s)
+    # the unused evaluations of the budget are not spent: see SolverSpec.adaptive
+    return x
+
+
+# --------------------------------------------------------------------------------------
+# SDE
+# --------------------------------------------------------------------------------------
+@register_solver("dpm++2m-sde", order=1, stochastic=True, gaussian_only=True)
+def dpmpp_2m_sde(
+    D, process, x, ts, generator=None, eta: float = 1.0, lower_order_final: Any = True
+):
+    """DPM-Solver++(2M) SDE (Lu et al. 2022b, Sec. 5; diffusers' "sde-dpmsolver++", midpoint).
+
+    The variance-preserving reverse SDE solved exactly in its linear part: with
+    h = lambda_s - lambda_t and e = eta h,
+
+        x_s = (sigma_s/sigma_t) e^{-e} x + alpha_s (1 - e^{-h-e}) (D0 + D1/2)
+              + sigma_s sqrt(1 - e^{-2e}) z,   D1 = (D0 - D_prev) / r,
+
+    eta = 1 is the reverse-time SDE, eta = 0 the 2M ODE solver (k-diffusion's eta).
+    """
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"dpm++2m-sde: eta must lie in [0, 1], got {eta}")
+    below = _final_below(lower_order_final)
+    lam = 0.5 * process.log_snr(ts.ts)
+    steps, prev = len(ts), None
+    for i, t, s in ts:
+        x0 = D(x, t)
+        h = lam[i + 1] - lam[i]
+        e = eta * h
+        a_s, sig_s = process.alpha(s), process.sigma(s)
+        decay = -torch.expm1(-h - e)  # 1 - e^{-h - eta h}
+        x_next = coef(sig_s / process.sigma(t) * torch.exp(-e), x) * x + coef(a_s * decay, x) * x0
+        if prev is not None and not (steps < below and i == steps - 1):
+            r = (lam[i] - lam[i - 1]) / h
+            x_next = x_next + coef(0.5 * a_s * decay / r, x) * (x0 - prev)
+        if eta > 0:
+            z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            x_next = x_next + coef(sig_s * torch.sqrt(-torch.expm1(-2.0 * e)), x) * z
+        prev, x = x0, ts.check(x_next)
+    return x
