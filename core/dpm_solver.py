@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from .samplers import register_solver
-from .utils import coef
+from .utils import coef, lincomb
 
 __all__ = ["dynamic_threshold"]
 
@@ -153,30 +153,31 @@ def _singlestep(F: _Frame, D, x, s, t, order: int, r1: float | None = None, cach
     return x_t - coef(F.B(t) * phi2 / r2, x) * (P2 - P_s), P
 
 
-def _multistep_update(F: _Frame, x, hist, s, t, h, k: int, d2_scale: float = 2.0):
-    """Multistep update of order k from the newest history entry (at s) to t.
+def _multistep_weights(sign: float, lams: list[float], lam_t: float, k: int, d2_scale: float):
+    """Coefficients c_j with x_t = (A_t/A_s) x_s + B_t sum_j c_j P_j for the order-k
+    multistep update, P_j the history newest first at lambdas ``lams`` (Python floats).
 
     The third-order term needs h^2 P'' = 2 (d0 - d1) / (r0 + r1). The official code
     (and diffusers) use half of it (``d2_scale=1``, variant "reference"): its local error
     is then O(h^3) and 3M converges at order 2 only (measured, see the module docstring).
     """
-    P0, _ = hist[-1]
-    x_t = F.first(x, P0, s, t, h)
+    h = lam_t - lams[0]
+    g = sign * h
+    phi1 = math.expm1(g)
+    c = [-phi1, 0.0, 0.0][:k]
     if k == 1:
-        return x_t
-    phi1, phi2, phi3 = F.phis(h)
-    lam_s = hist[-1][1]
-    P1, l1 = hist[-2]
-    r0 = (lam_s - l1) / h
-    d0 = (P0 - P1) / coef(r0, x)  # divided difference, scaled by h
+        return c
+    r0 = (lams[0] - lams[1]) / h
+    d0 = [1.0 / r0, -1.0 / r0, 0.0]  # (P0 - P1) / r0: h P' to first order
     if k == 2:
-        return x_t - coef(0.5 * F.B(t) * phi1, x) * d0
-    P2, l2 = hist[-3]
-    r1 = (l1 - l2) / h
-    d1 = (P1 - P2) / coef(r1, x)
-    D1 = d0 + coef(r0 / (r0 + r1), x) * (d0 - d1)  # first derivative, to second order
-    D2 = d2_scale * (d0 - d1) / coef(r0 + r1, x)  # second derivative, scaled by h^2
-    return x_t - coef(F.B(t) * phi2, x) * D1 - coef(F.B(t) * phi3, x) * D2
+        return [c[j] - 0.5 * phi1 * d0[j] for j in range(2)]
+    phi2 = phi1 / g - 1.0
+    phi3 = phi2 / g - 0.5
+    r1 = (lams[1] - lams[2]) / h
+    d1 = [0.0, 1.0 / r1, -1.0 / r1]
+    D1 = [d0[j] + r0 / (r0 + r1) * (d0[j] - d1[j]) for j in range(3)]  # h P', 2nd order
+    D2 = [d2_scale * (d0[j] - d1[j]) / (r0 + r1) for j in range(3)]  # h^2 P''
+    return [c[j] - phi2 * D1[j] - phi3 * D2[j] for j in range(3)]
 
 
 def _final_below(lower_order_final: Any) -> int:
@@ -207,25 +208,29 @@ def _multistep(D, F: _Frame, x, ts, order, lower_order_final, warmup, variant):
     below = _final_below(lower_order_final)
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
-    lam = F.lam(ts.ts)  # float64, one per grid time
-    steps = len(ts)
-    hist: list[tuple[torch.Tensor, torch.Tensor]] = []  # (P, lambda), newest last
+    A, B = (ts.sigma, ts.alpha) if F.data else (ts.alpha, ts.sigma)
+    lam, steps = ts.lam, len(ts)
+    hist: list[tuple[torch.Tensor, float]] = []  # (P, lambda), newest first
     for i, t, s in ts:  # here t is the current time and s the next (a decreasing grid)
         if i == 0 and warmup == "singlestep" and order > 1:
             x_next, P = _singlestep(F, D, x, t, s, order)
             # continue from P at the start and at the last stage, whose error is
             # O(h^order): the divided differences then keep the order
             r_last = 0.5 if order == 2 else 2.0 / 3.0
-            hist = [(P[0], lam[0]), (P[-1], lam[0] + r_last * (lam[1] - lam[0]))]
+            hist = [(P[-1], lam[0] + r_last * (lam[1] - lam[0])), (P[0], lam[0])]
             x = ts.check(x_next)
             continue
-        hist.append((F.pred(D, x, t), lam[i]))
-        hist = hist[-order:]
+        x0 = D(x, t)
+        if F.threshold is not None:
+            x0 = dynamic_threshold(x0, *F.threshold)
+        P = x0 if F.data else lincomb((1.0 / ts.sigma[i], x), (-ts.alpha[i] / ts.sigma[i], x0))
+        hist = [(P, lam[i])] + hist[: order - 1]
         k = len(hist)
         if steps < below:
             k = min(k, steps - i)
-        h = lam[i + 1] - lam[i]
-        x = ts.check(_multistep_update(F, x, hist, t, s, h, k, VARIANTS[variant]))
+        c = _multistep_weights(F.sign, [lm for _, lm in hist], lam[i + 1], k, VARIANTS[variant])
+        terms = [(B[i + 1] * cj, Pj) for cj, (Pj, _) in zip(c, hist)]
+        x = ts.check(lincomb((A[i + 1] / A[i], x), *terms))
     return x
 
 

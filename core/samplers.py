@@ -20,7 +20,7 @@ import torch
 from .parameterization import from_x0
 from .processes import Process
 from .schedules import time_grid
-from .utils import coef
+from .utils import all_finite, coef, lincomb
 
 __all__ = ["sample", "register_solver", "solvers", "SolverSpec"]
 
@@ -91,7 +91,7 @@ class _CountedDenoiser:
                 f"{self.solver}: the denoiser returned shape {tuple(out.shape)} "
                 f"for an input of shape {tuple(x.shape)}"
             )
-        if not bool(torch.isfinite(out).all()):
+        if not all_finite(out):
             raise FloatingPointError(
                 f"{self.solver}: the denoiser returned NaN/Inf at call {self.calls} (t={float(t):.6g})"
             )
@@ -155,18 +155,29 @@ def sample(
     steps = spec.steps(nfe, **options)
     ts = time_grid(process, steps, schedule, rho=rho).to(x1.device)
     D = _CountedDenoiser(denoiser, cond, solver)
-    x = spec.fn(D, process, x1, _Steps(ts, solver, progress, nfe), generator, **options)
+    steps_ = _Steps(ts, solver, progress, nfe, process)
+    x = spec.fn(D, process, x1, steps_, generator, **options)
     if D.calls > nfe or (D.calls != nfe and not spec.adaptive):  # a bug in a sampler
         raise RuntimeError(f"{solver} made {D.calls} denoiser calls for nfe={nfe}")
     return x
 
 
 class _Steps:
-    """The grid's intervals (i, t, s), with a progress bar, the NFE budget, and a NaN check."""
+    """The grid's intervals (i, t, s), with a progress bar, the NFE budget, and a NaN check.
 
-    def __init__(self, ts: torch.Tensor, solver: str, progress: bool, nfe: int) -> None:
+    ``alpha``, ``sigma`` and ``lam`` (= log(alpha/sigma) = log_snr/2) hold the process at
+    every grid time as Python floats, computed once in float64: samplers read their
+    step coefficients from them instead of re-evaluating the schedule every step.
+    """
+
+    def __init__(
+        self, ts: torch.Tensor, solver: str, progress: bool, nfe: int, process: Process
+    ) -> None:
         self.ts, self.solver, self.progress, self.nfe = ts, solver, progress, nfe
         self._at = (0, ts[0], ts[0])
+        self.alpha = process.alpha(ts).tolist()
+        self.sigma = process.sigma(ts).tolist()
+        self.lam = (0.5 * process.log_snr(ts)).tolist()
 
     def __len__(self) -> int:
         return len(self.ts) - 1
@@ -183,7 +194,7 @@ class _Steps:
 
     def check(self, x: torch.Tensor) -> torch.Tensor:
         """Return the state after a step, raising FloatingPointError if it is not finite."""
-        if not bool(torch.isfinite(x).all()):
+        if not all_finite(x):
             i, t, s = self._at
             raise FloatingPointError(
                 f"{self.solver}: the state became NaN/Inf at step {i} "
@@ -254,8 +265,15 @@ def ddim(D, process, x, ts, generator=None, eta: float = 0.0):
         raise ValueError(f"ddim: eta must lie in [0, 1], got {eta}")
     if eta > 0 and not process.gaussian:
         raise ValueError(f"ddim: eta > 0 injects Gaussian noise; {process!r} is not Gaussian")
-    for _, t, s in ts:
-        x = ts.check(_ddim_step(process, x, D(x, t), t, s, eta, generator))
+    if eta > 0:
+        for _, t, s in ts:
+            x = ts.check(_ddim_step(process, x, D(x, t), t, s, eta, generator))
+        return x
+    A, S = ts.alpha, ts.sigma
+    for i, t, _ in ts:
+        # x_s = alpha_s x0 + sigma_s (x - alpha_t x0) / sigma_t, as one combination
+        k = S[i + 1] / S[i]
+        x = ts.check(lincomb((k, x), (A[i + 1] - k * A[i], D(x, t))))
     return x
 
 

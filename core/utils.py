@@ -71,3 +71,22 @@ def atomic_write(path, write) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def lincomb(*terms: tuple[float, torch.Tensor]) -> torch.Tensor:
+    """sum_i c_i x_i for float coefficients, built in one output buffer.
+
+    Samplers write each update as one linear combination of the state and the stored
+    predictions: one pass over memory per term, with no temporaries (this is most of a
+    sampler's cost per step at large batch).
+    """
+    (c0, x0), rest = terms[0], terms[1:]
+    out = torch.mul(x0, float(c0))
+    for c, x in rest:
+        out.add_(x, alpha=float(c))
+    return out
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    """True when x holds no NaN/Inf: one reduction pass (a sum is NaN/Inf if any term is)."""
+    return bool(torch.isfinite(x.sum()))
