@@ -211,6 +211,7 @@ def test_cross_check_diffusers_multistep(scheduler_kw, solver, options, n):
         nfe=n,
         schedule=scheduler_times(sch).tolist(),
         lower_order_final=15,
+        max_step_ratio=None,  # diffusers has no step-ratio guard
         **options,
     )
     assert calls == n
@@ -245,3 +246,22 @@ def test_cross_check_diffusers_sde():
         generator=torch.Generator().manual_seed(3),
     )
     assert float((xd - xo).norm() / xo.norm()) < 1e-4
+
+
+def test_step_ratio_guard_on_time_uniform_grids():
+    """A time-uniform grid of the discrete VP ends with one large lambda step. Measured
+    (8-component 2-D mixture, 500 samples, NFE 10): 3M RMSE 4.6 unguarded, 0.22 with the
+    default max_step_ratio=3; on logSNR grids the guard never acts (identical output)."""
+    p = VP.from_alphas_cumprod(ac)
+    g = GaussianMixture.random(8, 2, generator=torch.Generator().manual_seed(0))
+    D = g.denoiser(p)
+    x1 = p.prior((500, 2), generator=torch.Generator().manual_seed(5), dtype=f64)
+    ref = g.reference_solve(p, x1, rtol=1e-7, atol=1e-7)  # errors here are >= 0.1
+    rmse = lambda x: float((x - ref).pow(2).mean().sqrt())
+    guarded = rmse(sample(D, p, x1, "dpm++3m", nfe=10, schedule="uniform"))
+    free = rmse(sample(D, p, x1, "dpm++3m", nfe=10, schedule="uniform", max_step_ratio=None))
+    assert guarded < 0.4 and free > 2.0, (guarded, free)
+    a = sample(D, p, x1[:32], "dpm++3m", nfe=10)
+    assert torch.equal(a, sample(D, p, x1[:32], "dpm++3m", nfe=10, max_step_ratio=None))
+    with pytest.raises(ValueError, match="max_step_ratio"):
+        sample(D, p, x1, "dpm++3m", nfe=10, max_step_ratio=0.0)
