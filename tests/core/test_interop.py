@@ -57,16 +57,6 @@ def times(taus: torch.Tensor) -> torch.Tensor:
     return (taus.to(f64) + 1.0) / N
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These networks are tiny: a second thread buys nothing, and on a shared, loaded
-    2-core box torch's thread pool makes a 5 ms forward take a second."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def x():
     return torch.randn(3, 2, 8, 8, generator=torch.Generator().manual_seed(1))

@@ -13,16 +13,6 @@ from diffsci.core.momentum import ghvb_weights, parse_ghvb_order
 f64 = torch.float64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The oracle's tensors are tiny (64-128 points in 2-D): a second thread buys nothing,
-    and on a shared, loaded 2-core box torch's thread pool slows them 10-40x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def smooth():
     """The smooth oracle of the DPM-Solver order tests, its start and converged solution."""
