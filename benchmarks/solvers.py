@@ -14,8 +14,10 @@ the noise level they ask for). Errors, per method and NFE:
 - SW2: sliced Wasserstein-2 to exact samples of the marginal at that end point.
 
 diffsci rows show each solver at its best schedule among logsnr (l), karras (k),
-quadratic (q) and uniform (u), chosen per NFE by RMSE; diffusers rows are its
-schedulers' documented set-ups. "best" rows take the minimum over the rows above.
+quadratic (q) and uniform (u), chosen per NFE by RMSE; "searched" rows (s) use a grid
+from ``core.search.search_schedule`` fitted on a separate batch of noise (other seeds)
+and scored here on the common x1. diffusers rows are its schedulers' documented set-ups.
+"best" rows take the minimum over the rows above (diffusers' over its set-ups).
 
 Overhead: microseconds per step with a zero model (d = 1024), ours beside diffusers',
 same process, same run.
@@ -38,6 +40,7 @@ import torch
 
 from diffsci.core import EDM, GaussianMixture, sample, sliced_wasserstein, solvers
 from diffsci.core.interop import run_diffusers_scheduler, scheduler_times, vp_of_scheduler
+from diffsci.core.search import search_schedule
 from diffsci.core.utils import atomic_write
 
 KW = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
@@ -45,6 +48,10 @@ NFES = (5, 8, 10, 15, 20, 50)
 SCHEDULES = {"logsnr": "l", "karras": "k", "quadratic": "q", "uniform": "u"}
 # (dimension, components, samples, full covariances, seed)
 PROBLEMS = {2: (8, 2000, True, 0), 64: (16, 500, True, 1), 1024: (25, 200, False, 2)}
+# searched grids (core.search, "warp", uniform start) for these, at NFE <= 20, on a
+# separate batch of noise (SEARCH_N samples, other seeds) with its own exact solve
+SEARCH = [("unipc", {}), ("unipc", {"order": 3}), ("dpm++3m", {})]
+SEARCH_N = {2: 2000, 64: 1000, 1024: 400}
 # solver variants beyond each registered solver's defaults
 EXTRA = [
     ("dpm++3m", {"variant": "reference"}),
@@ -171,6 +178,31 @@ def run_diffsci(P: Problem, nfes, schedules) -> dict:
     return out
 
 
+def run_searched(P: Problem, nfes, max_evals: int = 60) -> dict:
+    """Searched grids: fitted on fresh noise, then scored on the problem's own x1."""
+    seed = PROBLEMS[P.d][3]
+    xs = P.process.prior(
+        (SEARCH_N[P.d], P.d),
+        generator=torch.Generator().manual_seed(900 + seed),
+        dtype=torch.float64,
+    )
+    target = P.gmm.reference_solve(P.process, xs, rtol=1e-8, atol=1e-8)
+    out = {}
+    for name, opts in SEARCH:
+        label = "searched " + name + "".join(f" {k}={v}" for k, v in opts.items())
+        row = {}
+        for nfe in (n for n in nfes if n <= 20):
+            r = search_schedule(
+                P.D, P.process, xs, name, nfe, target=target, max_evals=max_evals, **opts
+            )
+            x = sample(P.D, P.process, P.x1, name, nfe=nfe, schedule=r.grid, **opts)
+            rmse, sw = P.errors(x, "t_min")
+            row[nfe] = (rmse, sw, "s")
+        out[label] = row
+        print(f"  diffsci {label}: done", file=sys.stderr)
+    return out
+
+
 def run_diffusers(P: Problem, nfes) -> dict:
     out = {}
     for label, make in diffusers_setups():
@@ -204,13 +236,14 @@ def fmt(cell) -> str:
     return f"{rmse:.1e} / {sw:.3f}" + (f" {tag}" if tag else "")
 
 
-def table(P: Problem, ours: dict, theirs: dict, nfes) -> str:
+def table(P: Problem, ours: dict, searched: dict, theirs: dict, nfes) -> str:
     lines = [
         f"### d = {P.d} ({len(P.gmm.weights)} components, {len(P.x1)} samples; "
         f"SW2 floor of the exact flow: {P.floor['t_min']:.3f} at t_min, {P.floor['zero']:.3f} at 0)",
         "",
         "Cells: RMSE to the exact ODE solution / SW2 to exact samples. diffsci: best schedule "
-        "(l logsnr, k karras, q quadratic, u uniform). diffusers: 0 = ends at sigma 0; "
+        "(l logsnr, k karras, q quadratic, u uniform; s searched on other noise). "
+        "diffusers: 0 = ends at sigma 0; "
         "Heun spends 2n-1 evaluations, (nfe) gives its count where it differs.",
         "",
         "| method | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
@@ -320,9 +353,10 @@ def main(argv=None) -> None:
         P = Problem(d, process)
         print(f"d={d}: references in {P.ref_seconds:.0f} s", file=sys.stderr)
         ours = run_diffsci(P, args.nfes, schedules)
+        searched = {} if args.quick else run_searched(P, args.nfes)
         theirs = run_diffusers(P, args.nfes)
-        print(table(P, ours, theirs, args.nfes) + "\n", flush=True)
-        record[d] = {"diffsci": ours, "diffusers": theirs, "floor": P.floor}
+        print(table(P, ours, searched, theirs, args.nfes) + "\n", flush=True)
+        record[d] = {"diffsci": ours, "searched": searched, "diffusers": theirs, "floor": P.floor}
     if not args.quick:
         print(overhead() + "\n", flush=True)
     print(f"_{time.perf_counter() - tic:.0f} s wall_")

@@ -108,14 +108,17 @@ def dynamic_threshold(x0: torch.Tensor, ratio: float = 0.995, max_value: float =
     return torch.clamp(x0, -s, s) / s
 
 
-def _threshold_option(thresholding: bool, ratio: float, max_value: float):
+def _frame(name, process, data: bool, thresholding: bool, ratio: float, max_value: float):
+    """The solver's frame, with its dynamic-thresholding options checked."""
     if not thresholding:
-        return None
+        return _Frame(process, data)
+    if not data:
+        raise ValueError(f"{name}: thresholding needs the data prediction (use dpm++)")
     if not 0.0 < ratio <= 1.0:
-        raise ValueError(f"threshold_ratio must lie in (0, 1], got {ratio}")
+        raise ValueError(f"{name}: threshold_ratio must lie in (0, 1], got {ratio}")
     if not max_value >= 1.0:
-        raise ValueError(f"max_value must be >= 1, got {max_value}")
-    return (ratio, max_value)
+        raise ValueError(f"{name}: max_value must be >= 1, got {max_value}")
+    return _Frame(process, data, (ratio, max_value))
 
 
 def _singlestep(F: _Frame, D, x, s, t, order: int, r1: float | None = None, cache=()):
@@ -283,10 +286,7 @@ def _register_multistep(name: str, order: int, data: bool, paper: str):
         threshold_ratio: float = 0.995,
         max_value: float = 1.0,
     ):
-        th = _threshold_option(thresholding, threshold_ratio, max_value)
-        if th is not None and not data:
-            raise ValueError(f"{name}: thresholding needs the data prediction (use dpm++)")
-        F = _Frame(process, data, th)
+        F = _frame(name, process, data, thresholding, threshold_ratio, max_value)
         if max_step_ratio is not None and not max_step_ratio > 0:
             raise ValueError(f"{name}: max_step_ratio must be > 0 or None, got {max_step_ratio}")
         return _multistep(D, F, x, ts, order, lower_order_final, warmup, variant, max_step_ratio)
@@ -339,10 +339,8 @@ def _register_singlestep(name: str, order: int, data: bool, paper: str):
         threshold_ratio: float = 0.995,
         max_value: float = 1.0,
     ):
-        th = _threshold_option(thresholding, threshold_ratio, max_value)
-        if th is not None and not data:
-            raise ValueError(f"{name}: thresholding needs the data prediction (use dpm++)")
-        return _singlestep_solver(D, _Frame(process, data, th), x, ts, order)
+        F = _frame(name, process, data, thresholding, threshold_ratio, max_value)
+        return _singlestep_solver(D, F, x, ts, order)
 
     solver.__doc__ = (
         f"{paper}: singlestep order {order} on the {'data' if data else 'noise'} prediction."

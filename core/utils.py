@@ -88,5 +88,7 @@ def lincomb(*terms: tuple[float, torch.Tensor]) -> torch.Tensor:
 
 
 def all_finite(x: torch.Tensor) -> bool:
-    """True when x holds no NaN/Inf: one reduction pass (a sum is NaN/Inf if any term is)."""
-    return bool(torch.isfinite(x.sum()))
+    """True when x holds no NaN/Inf: usually one reduction pass (a sum is NaN/Inf if any
+    term is); only when the sum is not finite, which huge finite values can also cause
+    by overflow, are the elements checked one by one."""
+    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())

@@ -3,42 +3,17 @@
 import numpy as np
 import pytest
 import torch
+from oracle_cases import DIFFUSERS_KW, PROCESSES, float64_sigmas, slope, smooth_gmm
 
 from diffsci.core import EDM, VP, GaussianMixture, sample
 from diffsci.core.deis import deis_coefficients
 from diffsci.core.schedules import time_grid
 from diffsci.core.utils import derivative
 
-ac = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
-PROCESSES = {"VP": VP(), "EDM": EDM(), "VP-discrete": VP.from_alphas_cumprod(ac)}
-DIFFUSERS_KW = dict(
-    num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear"
-)
-
 
 @pytest.fixture(scope="module")
 def gmm():
-    return GaussianMixture.random(
-        4, 2, generator=torch.Generator().manual_seed(7), scale=(0.3, 0.6)
-    )
-
-
-def _slope(nfes, errs):
-    return -np.polyfit(np.log(nfes), np.log(errs), 1)[0]
-
-
-# --------------------------------------------------------------------------------------
-# diffusers' DEISMultistepScheduler is DEIS with the Lagrange basis in log rho
-# --------------------------------------------------------------------------------------
-def _float64_sigmas(cls):
-    """The same scheduler with its sigmas kept in float64 (diffusers casts them to float32)."""
-
-    class Float64(cls):
-        def set_timesteps(self, *args, **kwargs):
-            super().set_timesteps(*args, **kwargs)
-            self.sigmas = self.sigmas.double()
-
-    return Float64
+    return smooth_gmm()
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy 2 on diffusers' np.log
@@ -56,7 +31,7 @@ def test_deis_matches_diffusers_logrho(order):
     from diffsci.core.interop import run_diffusers_scheduler, scheduler_times, vp_of_scheduler
 
     for cls, tol in ((diffusers.DEISMultistepScheduler, 1e-4), (None, 1e-6)):
-        cls = cls or _float64_sigmas(diffusers.DEISMultistepScheduler)
+        cls = cls or float64_sigmas(diffusers.DEISMultistepScheduler)
         sch = cls(**DIFFUSERS_KW, solver_order=order)
         p = vp_of_scheduler(sch)
         D = GaussianMixture.random(8, 16, generator=torch.Generator().manual_seed(0)).denoiser(p)
@@ -169,7 +144,7 @@ def test_deis_orders(gmm, name):
         ]
 
     err1 = errors(order=1)  # one point: the same for every variable (DDIM, test above)
-    assert abs(_slope(nfes, err1) - 1) < 0.3, err1
+    assert abs(slope(nfes, err1) - 1) < 0.3, err1
     for variable in ("t", "lambda"):
         err = {
             1: err1,
@@ -177,8 +152,8 @@ def test_deis_orders(gmm, name):
             3: errors(order=3, variable=variable),
         }
         for order in (2, 3):
-            slope = _slope(nfes, err[order])
-            assert abs(slope - order) < 0.3, (variable, order, slope, err[order])
+            got = slope(nfes, err[order])
+            assert abs(got - order) < 0.3, (variable, order, got, err[order])
         assert all(e3 < e2 < e1 for e1, e2, e3 in zip(err[1], err[2], err[3])), err
 
 
@@ -218,7 +193,7 @@ def test_deis_corrected_start_lifts_the_first_step_bound(gmm):
                 )
                 for g, r in zip(grids, refs)
             ]
-            slopes[start] = _slope(ns, errs)
+            slopes[start] = slope(ns, errs)
         assert slopes["lower_order"] < 2.4 and slopes["corrected"] > 2.9, (variable, slopes)
 
 

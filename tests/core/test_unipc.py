@@ -1,38 +1,15 @@
 """UniPC (Zhao et al. 2023) against diffusers, DPM-Solver++ and the exact oracle."""
 
-import numpy as np
 import pytest
 import torch
+from oracle_cases import DIFFUSERS_KW, PROCESSES, float64_sigmas, slope, smooth_gmm
 
 from diffsci.core import EDM, VP, GaussianMixture, sample
-
-ac = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
-PROCESSES = {"VP": VP(), "EDM": EDM(), "VP-discrete": VP.from_alphas_cumprod(ac)}
-DIFFUSERS_KW = dict(
-    num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear"
-)
 
 
 @pytest.fixture(scope="module")
 def gmm():
-    return GaussianMixture.random(
-        4, 2, generator=torch.Generator().manual_seed(7), scale=(0.3, 0.6)
-    )
-
-
-def _slope(nfes, errs):
-    return -np.polyfit(np.log(nfes), np.log(errs), 1)[0]
-
-
-def _float64_sigmas(cls):
-    """The same scheduler with its sigmas kept in float64 (diffusers casts them to float32)."""
-
-    class Float64(cls):
-        def set_timesteps(self, *args, **kwargs):
-            super().set_timesteps(*args, **kwargs)
-            self.sigmas = self.sigmas.double()
-
-    return Float64
+    return smooth_gmm()
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy 2 inside diffusers
@@ -50,7 +27,7 @@ def test_unipc_matches_diffusers(order, variant):
     from diffsci.core.interop import run_diffusers_scheduler, scheduler_times, vp_of_scheduler
 
     base = diffusers.UniPCMultistepScheduler
-    for cls, tol in ((base, 1e-4), (_float64_sigmas(base), 1e-6)):
+    for cls, tol in ((base, 1e-4), (float64_sigmas(base), 1e-6)):
         for predict_x0 in (True, False):
             sch = cls(
                 **DIFFUSERS_KW,
@@ -119,8 +96,8 @@ def test_unipc_orders(gmm, name):
         (dict(order=3, lower_order_final=False), 4),
     ]:
         err = errors(**opts)
-        slope = _slope(nfes, err)
-        assert abs(slope - expected) < 0.3, (opts, slope, err)
+        got = slope(nfes, err)
+        assert abs(got - expected) < 0.3, (opts, got, err)
 
 
 def test_unipc_spends_exactly_nfe(gmm):
