@@ -22,8 +22,9 @@ and scored here on the common x1. diffusers rows are its schedulers' documented 
 Overhead: microseconds per step with a zero model (d = 1024), ours beside diffusers',
 same process, same run.
 
-    python benchmarks/solvers.py                  # all three dimensions (about 15 min)
-    python benchmarks/solvers.py --dims 2 --quick # a smoke run
+    python benchmarks/solvers.py --json out.json   # everything (about 40 min on 2 cores)
+    python benchmarks/solvers.py --dims 2 --quick   # a smoke run
+    python benchmarks/solvers.py --render out.json  # the tables again, from the numbers
 """
 
 from __future__ import annotations
@@ -51,12 +52,14 @@ PROBLEMS = {2: (8, 2000, True, 0), 64: (16, 500, True, 1), 1024: (25, 200, False
 # searched grids (core.search, "warp", uniform start) for these, at NFE <= 20, on a
 # separate batch of noise (SEARCH_N samples, other seeds) with its own exact solve
 SEARCH = [("unipc", {}), ("unipc", {"order": 3}), ("dpm++3m", {})]
-SEARCH_N = {2: 2000, 64: 1000, 1024: 400}
+SEARCH_N = {2: 2000, 64: 1000, 1024: 200}
+SEARCH_EVALS = {2: 60, 64: 60, 1024: 40}
 # solver variants beyond each registered solver's defaults
 EXTRA = [
     ("dpm++3m", {"variant": "reference"}),
     ("dpm++3m", {"warmup": "singlestep"}),
     ("unipc", {"order": 3}),
+    ("unipc", {"order": 3, "variant": "bh1"}),
     ("deis", {"order": 2}),
 ]
 
@@ -178,7 +181,7 @@ def run_diffsci(P: Problem, nfes, schedules) -> dict:
     return out
 
 
-def run_searched(P: Problem, nfes, max_evals: int = 60) -> dict:
+def run_searched(P: Problem, nfes) -> dict:
     """Searched grids: fitted on fresh noise, then scored on the problem's own x1."""
     seed = PROBLEMS[P.d][3]
     xs = P.process.prior(
@@ -193,7 +196,7 @@ def run_searched(P: Problem, nfes, max_evals: int = 60) -> dict:
         row = {}
         for nfe in (n for n in nfes if n <= 20):
             r = search_schedule(
-                P.D, P.process, xs, name, nfe, target=target, max_evals=max_evals, **opts
+                P.D, P.process, xs, name, nfe, target=target, max_evals=SEARCH_EVALS[P.d], **opts
             )
             x = sample(P.D, P.process, P.x1, name, nfe=nfe, schedule=r.grid, **opts)
             rmse, sw = P.errors(x, "t_min")
@@ -236,10 +239,11 @@ def fmt(cell) -> str:
     return f"{rmse:.1e} / {sw:.3f}" + (f" {tag}" if tag else "")
 
 
-def table(P: Problem, ours: dict, searched: dict, theirs: dict, nfes) -> str:
+def table(d: int, floor: dict, ours: dict, searched: dict, theirs: dict, nfes) -> str:
+    K, n, _, _ = PROBLEMS[d]
     lines = [
-        f"### d = {P.d} ({len(P.gmm.weights)} components, {len(P.x1)} samples; "
-        f"SW2 floor of the exact flow: {P.floor['t_min']:.3f} at t_min, {P.floor['zero']:.3f} at 0)",
+        f"### d = {d} ({K} components, {n} samples; SW2 floor of the exact flow: "
+        f"{floor['t_min']:.3f} at t_min, {floor['zero']:.3f} at 0)",
         "",
         "Cells: RMSE to the exact ODE solution / SW2 to exact samples. diffsci: best schedule "
         "(l logsnr, k karras, q quadratic, u uniform; s searched on other noise). "
@@ -260,20 +264,26 @@ def table(P: Problem, ours: dict, searched: dict, theirs: dict, nfes) -> str:
                 s += f" ({c[3]})"
             cells.append(s)
         lines.append(f"| diffusers {label} | " + " | ".join(cells) + " |")
+    for label, row in searched.items():
+        lines.append(f"| {label} | " + " | ".join(fmt(row.get(n)) for n in nfes) + " |")
     best = lambda rows, n: min(
         ((r[n][0], lab) for lab, r in rows.items() if r.get(n) is not None), default=(math.inf, "—")
     )
-    b_ours = [best(ours, n) for n in nfes]
+    b_fixed = [best(ours, n) for n in nfes]
+    b_all = [best({**ours, **searched}, n) for n in nfes]
     b_theirs = [best(theirs, n) for n in nfes]
-    lines.append("| **best diffsci** | " + " | ".join(f"{e:.1e} {lab}" for e, lab in b_ours) + " |")
-    lines.append(
-        "| **best diffusers** | " + " | ".join(f"{e:.1e} {lab}" for e, lab in b_theirs) + " |"
-    )
-    lines.append(
-        "| **ratio diffsci/diffusers** | "
-        + " | ".join(f"{a[0] / b[0]:.2f}" for a, b in zip(b_ours, b_theirs))
-        + " |"
-    )
+    rows = [("best diffsci, fixed schedules", b_fixed)]
+    if searched:
+        rows.append(("best diffsci, incl. searched", b_all))
+    rows.append(("best diffusers", b_theirs))
+    for title, b in rows:
+        lines.append(f"| **{title}** | " + " | ".join(f"{e:.1e} {lab}" for e, lab in b) + " |")
+    ratios = [("ratio fixed / diffusers", b_fixed)]
+    if searched:
+        ratios.append(("ratio incl. searched / diffusers", b_all))
+    for title, b in ratios:
+        cells = " | ".join(f"{x[0] / y[0]:.2f}" for x, y in zip(b, b_theirs))
+        lines.append(f"| **{title}** | {cells} |")
     return "\n".join(lines)
 
 
@@ -341,11 +351,27 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dims", type=int, nargs="+", default=[2, 64, 1024], choices=sorted(PROBLEMS))
     ap.add_argument("--nfes", type=int, nargs="+", default=list(NFES))
-    ap.add_argument("--quick", action="store_true", help="logsnr schedule only, no overhead table")
+    ap.add_argument("--quick", action="store_true", help="logsnr schedule only, no search")
+    ap.add_argument("--overhead", choices=("yes", "no", "only"), default="yes")
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None, help="also write all numbers here")
+    ap.add_argument("--render", type=Path, default=None, help="print the tables of a --json file")
     args = ap.parse_args(argv)
+    if args.render is not None:
+        record = json.loads(args.render.read_text())
+        for d, r in record.items():
+            key = lambda rows: {
+                lab: {int(k): v for k, v in row.items()} for lab, row in rows.items()
+            }
+            nfes = sorted({int(k) for row in r["diffsci"].values() for k in row})
+            parts = (key(r["diffsci"]), key(r.get("searched", {})), key(r["diffusers"]))
+            print(table(int(d), r["floor"], *parts, nfes) + "\n")
+        return
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
+    if args.overhead == "only":
+        print(overhead())
+        return
     schedules = ["logsnr"] if args.quick else list(SCHEDULES)
     process = vp_of_scheduler(diffusers_setups()[0][1]())
     record, tic = {}, time.perf_counter()
@@ -355,9 +381,9 @@ def main(argv=None) -> None:
         ours = run_diffsci(P, args.nfes, schedules)
         searched = {} if args.quick else run_searched(P, args.nfes)
         theirs = run_diffusers(P, args.nfes)
-        print(table(P, ours, searched, theirs, args.nfes) + "\n", flush=True)
+        print(table(d, P.floor, ours, searched, theirs, args.nfes) + "\n", flush=True)
         record[d] = {"diffsci": ours, "searched": searched, "diffusers": theirs, "floor": P.floor}
-    if not args.quick:
+    if args.overhead == "yes" and not args.quick:
         print(overhead() + "\n", flush=True)
     print(f"_{time.perf_counter() - tic:.0f} s wall_")
     if args.json is not None:

@@ -116,10 +116,14 @@ class GaussianMixture:
 
         x (B, d); alpha, sigma (B,). Returns logp (B, K), z (B, K, d), c (B, K, d).
         """
+        if bool((alpha == alpha[0]).all()) and bool((sigma == sigma[0]).all()):
+            # one time for the whole batch (as in every sampler step): c is (1, K, d), so
+            # its log-determinant costs K d instead of B K d
+            alpha, sigma = alpha[:1], sigma[:1]
         a, s = alpha[:, None, None], sigma[:, None, None]
         z = self._project(x[:, None, :] - a * self.means[None])
         c = a**2 * self.eigvals[None] + s**2
-        logp = -0.5 * ((z**2 / c).sum(-1) + c.log().sum(-1) + self.dim * math.log(2 * math.pi))
+        logp = -0.5 * ((z.square() / c).sum(-1) + c.log().sum(-1) + self.dim * math.log(2 * math.pi))
         return logp, z, c
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -157,8 +161,10 @@ class GaussianMixture:
         logp, z, c = self._marginal(xf, a, s)
         r = torch.softmax(logp + self.weights.log(), dim=1)  # (B, K) responsibilities
         # mu_k + alpha Sigma_k C_k^-1 (x - alpha mu_k), in the eigenbasis: l * alpha / c * z
-        m = self.means[None] + self._unproject(self.eigvals[None] * a[:, None, None] / c * z)
-        return (r[:, :, None] * m).sum(1).reshape(shape).to(dtype)
+        gain = self.eigvals[None] * (a[:, None, None] if a.shape[0] == c.shape[0] else a[0]) / c
+        m = self._unproject(z.mul_(gain))  # z is not used again: scale it in place
+        out = torch.einsum("bk,bkd->bd", r, m) + r @ self.means
+        return out.reshape(shape).to(dtype)
 
     def denoiser(self, process: Process):
         """The exact denoiser D(x, t, cond=None) of this mixture under ``process``."""
