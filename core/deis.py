@@ -95,7 +95,7 @@ def _lagrange(v: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
 def _knots(process: Process, variable: str) -> torch.Tensor | None:
     """u = log rho at the knots of a piecewise-linear (discrete-time) schedule, where
     t(u) has kinks: the quadrature is split there so that it stays exact."""
-    grid = getattr(process, "_t_grid", None)
+    grid = process.knots
     if variable != "t" or grid is None:
         return None
     return (-0.5 * process.log_snr(grid)).sort().values

@@ -80,6 +80,12 @@ class Process(Configurable):
             hi = torch.where(above, hi, mid)
         return 0.5 * (lo + hi)
 
+    @property
+    def knots(self) -> torch.Tensor | None:
+        """Times where the schedule is only piecewise smooth (the grid of a discrete-time
+        checkpoint), or None; quadratures over time split their panels there."""
+        return None
+
     def d_alpha(self, t: float | torch.Tensor) -> torch.Tensor:
         return derivative(self.alpha, t)
 
@@ -198,6 +204,10 @@ class VP(Process):
         if isinstance(alphas_cumprod, torch.Tensor):
             alphas_cumprod = alphas_cumprod.detach().double().cpu().tolist()
         return cls(schedule="discrete", alphas_cumprod=list(alphas_cumprod))
+
+    @property
+    def knots(self) -> torch.Tensor | None:
+        return self._t_grid if self.schedule == "discrete" else None
 
     def _cos_arg(self, t: torch.Tensor) -> torch.Tensor:
         return 0.5 * math.pi * (t + self.s) / (1.0 + self.s)
