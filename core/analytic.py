@@ -123,7 +123,9 @@ class GaussianMixture:
         a, s = alpha[:, None, None], sigma[:, None, None]
         z = self._project(x[:, None, :] - a * self.means[None])
         c = a**2 * self.eigvals[None] + s**2
-        logp = -0.5 * ((z.square() / c).sum(-1) + c.log().sum(-1) + self.dim * math.log(2 * math.pi))
+        logp = -0.5 * (
+            (z.square() / c).sum(-1) + c.log().sum(-1) + self.dim * math.log(2 * math.pi)
+        )
         return logp, z, c
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
