@@ -37,7 +37,7 @@ SOLVERS = [  # (solver, options, expected order)
 
 
 def main() -> None:
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     gmm = GaussianMixture.random(4, 2, generator=torch.Generator().manual_seed(7), scale=(0.3, 0.6))
     print(
         "| process | solver | "

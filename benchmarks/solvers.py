@@ -287,6 +287,53 @@ def table(d: int, floor: dict, ours: dict, searched: dict, theirs: dict, nfes) -
     return "\n".join(lines)
 
 
+def figure(record: dict, path: Path) -> None:
+    """RMSE against NFE per dimension: diffsci's and diffusers' best, and named rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    named = {
+        ("diffsci", "unipc"): ("C0", "-"),
+        ("diffsci", "dpm++3m"): ("C1", "-"),
+        ("diffusers", "UniPC 2 bh2"): ("C0", ":"),
+        ("diffusers", "DPM++ 3M"): ("C1", ":"),
+    }
+    fig, axes = plt.subplots(1, len(record), figsize=(4.2 * len(record), 3.6), squeeze=False)
+    for ax, (d, r) in zip(axes[0], record.items()):
+        nfes = sorted({int(k) for row in r["diffsci"].values() for k in row})
+
+        def line(rows, label, **kw):
+            pts = [
+                (n, min(row[str(n)][0] for row in rows.values() if row.get(str(n))))
+                for n in nfes
+                if any(row.get(str(n)) for row in rows.values())
+            ]
+            ax.plot(*zip(*pts), label=label, **kw)
+
+        line(r["diffsci"], "diffsci best (fixed grids)", color="k", lw=2)
+        if r.get("searched"):
+            line(
+                {**r["diffsci"], **r["searched"]}, "diffsci best (incl. searched)", color="g", lw=2
+            )
+        line(r["diffusers"], "diffusers best", color="r", lw=2)
+        for (side, lab), (color, ls) in named.items():
+            if lab in r[side]:
+                line({lab: r[side][lab]}, f"{side} {lab}", color=color, ls=ls, lw=1)
+        ax.set(xscale="log", yscale="log", xlabel="NFE", title=f"d = {d}")
+        ax.set_xticks(nfes, [str(n) for n in nfes])
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    axes[0][0].set_ylabel("RMSE to the exact ODE solution")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+
+    def write(tmp: str) -> None:
+        fig.savefig(tmp, dpi=120, format="png")
+
+    atomic_write(path, write)
+
+
 def overhead(repeats: int = 5, steps: int = 50) -> str:
     """Per-step sampler overhead with a zero model, ours beside diffusers'."""
     import diffusers as df
@@ -355,10 +402,17 @@ def main(argv=None) -> None:
     ap.add_argument("--overhead", choices=("yes", "no", "only"), default="yes")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None, help="also write all numbers here")
-    ap.add_argument("--render", type=Path, default=None, help="print the tables of a --json file")
+    ap.add_argument(
+        "--render", type=Path, nargs="+", default=None, help="print the tables of --json files"
+    )
+    ap.add_argument("--figure", type=Path, default=None, help="with --render: RMSE-vs-NFE plot")
     args = ap.parse_args(argv)
     if args.render is not None:
-        record = json.loads(args.render.read_text())
+        record = {}
+        for path in args.render:
+            record.update(json.loads(path.read_text()))
+        if args.figure is not None:
+            figure(record, args.figure)
         for d, r in record.items():
             key = lambda rows: {
                 lab: {int(k): v for k, v in row.items()} for lab, row in rows.items()
