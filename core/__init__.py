@@ -14,6 +14,7 @@ from .parameterization import PREDICTIONS, Denoiser, from_x0, to_x0
 from .processes import EDM, PFGMPP, VE, VP, Interpolant, Process, SubVP
 from .samplers import register_solver, sample, solvers
 from .schedules import SCHEDULES, time_grid
+from .search import save_schedule, search_schedule
 from .training import TrainConfig, load_denoiser, train
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "register_solver",
     "SCHEDULES",
     "time_grid",
+    "search_schedule",
+    "save_schedule",
     "MLP",
     "diffusion_loss",
     "loss_weight",
