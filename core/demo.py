@@ -26,7 +26,7 @@ from .samplers import sample, solvers
 from .training import TrainConfig, train
 from .utils import atomic_write
 
-DEMO_SOLVERS = ("euler", "heun", "ddim", "ddpm", "euler_maruyama", "pc")
+DEMO_SOLVERS = ("euler", "heun", "ddim", "dpm++2m", "unipc", "ddpm", "euler_maruyama", "pc")
 DEMO_NFES = (6, 10, 20, 50)
 
 
