@@ -42,10 +42,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .samplers import register_solver
-from .utils import coef
+from .utils import lincomb
 
 __all__ = ["unipc"]
 
@@ -64,57 +65,55 @@ def _check_options(order, variant, predict_x0, lower_order_final, corrector) -> 
             raise ValueError(f"unipc: {name} must be a bool, got {value!r}")
 
 
-def _coefficients(rks: torch.Tensor, hh: torch.Tensor, variant: str, corrector: bool):
+def _coefficients(rks: list[float], hh: float, variant: str, corrector: bool):
     """B(h) and the weights a (predictor) or c (corrector) of UniP-p / UniC-p, p = len(rks).
 
-    ``rks`` holds r_1..r_{p-1} and r_p = 1 (float64); Zhao et al. 2023, official
-    ``multistep_uni_pc_bh_update``.
+    ``rks`` holds r_1..r_{p-1} and r_p = 1 (Python floats, float64); Zhao et al. 2023,
+    official ``multistep_uni_pc_bh_update``.
     """
     p = len(rks)
-    B = hh if variant == "bh1" else torch.expm1(hh)
+    B = hh if variant == "bh1" else math.expm1(hh)
     b = []
-    h_phi = torch.expm1(hh) / hh - 1.0  # hh phi_2(hh)
+    h_phi = math.expm1(hh) / hh - 1.0  # hh phi_2(hh)
     for i in range(1, p + 1):
         b.append(h_phi * math.factorial(i) / B)
         h_phi = h_phi / hh - 1.0 / math.factorial(i + 1)  # hh phi_{i+2}(hh)
-    b = torch.stack(b)
-    R = torch.stack([rks ** (i - 1) for i in range(1, p + 1)])
+    R = np.array([[r ** (i - 1) for r in rks] for i in range(1, p + 1)])
     if corrector:
-        rhos = rks.new_tensor([0.5]) if p == 1 else torch.linalg.solve(R, b)
+        rhos = [0.5] if p == 1 else np.linalg.solve(R, b).tolist()
     elif p == 1:
-        rhos = rks.new_zeros(0)
+        rhos = []
     elif p == 2:
-        rhos = rks.new_tensor([0.5])
+        rhos = [0.5]
     else:
-        rhos = torch.linalg.solve(R[:-1, :-1], b[:-1])
+        rhos = np.linalg.solve(R[:-1, :-1], b[:-1]).tolist()
     return B, rhos
 
 
 def _update(x, ms, lams, lam_t, ab_s, ab_t, k, variant, predict_x0, model_t=None):
     """One UniP-k step (``model_t`` None) or UniC-k correction from the state ``x`` at
-    lams[-1] to lam_t; ``ms`` / ``lams`` are the model outputs and lambdas, newest last;
-    ``ab_s`` / ``ab_t`` are (alpha, sigma) at the start and the end of the step."""
+    lams[-1] to lam_t; ``ms`` / ``lams`` are the model outputs and lambdas (floats),
+    newest last; ``ab_s`` / ``ab_t`` are (alpha, sigma) at the start and the end of the
+    step. The step is built as one linear combination of x and the model outputs:
+    x_t = c x - A expm1(hh) m0 - A B sum_j rho_j (m_j - m0) / r_j (+ rho_k (m_t - m0))."""
     (a_s, s_s), (a_t, s_t) = ab_s, ab_t
     h = lam_t - lams[-1]
     m0 = ms[-1]
     rks = [(lams[-1 - j] - lams[-1]) / h for j in range(1, k)]
-    D1s = [(ms[-1 - j] - m0) / coef(r, x) for j, r in zip(range(1, k), rks)]
-    rks = torch.stack(rks + [h.new_tensor(1.0)])
     hh = -h if predict_x0 else h
-    B, rhos = _coefficients(rks, hh, variant, model_t is not None)
-    if predict_x0:
-        x_t = coef(s_t / s_s, x) * x - coef(a_t * torch.expm1(hh), x) * m0
-        scale = a_t * B
-    else:
-        x_t = coef(a_t / a_s, x) * x - coef(s_t * torch.expm1(hh), x) * m0
-        scale = s_t * B
-    res = None
-    for r, d in zip(rhos, D1s):
-        res = coef(r, x) * d if res is None else res + coef(r, x) * d
+    B, rhos = _coefficients(rks + [1.0], hh, variant, model_t is not None)
+    c_x, A = (s_t / s_s, a_t) if predict_x0 else (a_t / a_s, s_t)
+    w0 = -A * math.expm1(hh)
+    terms = []
+    for j, (r, rho) in enumerate(zip(rks, rhos), start=1):
+        w = -A * B * rho / r
+        terms.append((w, ms[-1 - j]))
+        w0 -= w
     if model_t is not None:
-        d = coef(rhos[-1], x) * (model_t - m0)
-        res = d if res is None else res + d
-    return x_t if res is None else x_t - coef(scale, x) * res
+        w = -A * B * rhos[-1]
+        terms.append((w, model_t))
+        w0 -= w
+    return lincomb((c_x, x), (w0, m0), *terms)
 
 
 @register_solver("unipc", order=3)
@@ -137,17 +136,15 @@ def unipc(
     (B(h) = e^h - 1); ``predict_x0`` False works on the noise prediction instead.
     """
     _check_options(order, variant, predict_x0, lower_order_final, corrector)
-    grid = ts.ts.cpu()  # coefficients in float64 on the CPU; coef() moves them to x
-    lam = 0.5 * process.log_snr(grid)
-    alpha, sigma = process.alpha(grid), process.sigma(grid)
+    lam, alpha, sigma = ts.lam, ts.alpha, ts.sigma  # float tables of the grid
     steps = len(ts)
     ms: list[torch.Tensor] = []  # model outputs (D or eps), newest last
-    lams: list[torch.Tensor] = []
+    lams: list[float] = []
     x_prev, k_prev = None, 0
     for i, t, _ in ts:
         m = D(x, t)
         if not predict_x0:
-            m = (x - coef(alpha[i], x) * m) / coef(sigma[i], x)
+            m = lincomb((1.0 / sigma[i], x), (-alpha[i] / sigma[i], m))
         if corrector and i > 0:  # UniC at t_i, with the value at the predicted state
             ab = ((alpha[i - 1], sigma[i - 1]), (alpha[i], sigma[i]))
             x = _update(x_prev, ms, lams, lam[i], *ab, k_prev, variant, predict_x0, m)
