@@ -7,6 +7,7 @@ oracle and metrics. See DESIGN.md for the contract.
 
 from . import deis, dpm_solver, momentum, unipc  # noqa: F401  (they register samplers)
 from .analytic import GaussianMixture
+from .likelihood import bits_per_dim, ode_log_likelihood
 from .losses import diffusion_loss, loss_weight
 from .metrics import sliced_wasserstein
 from .nets import MLP
@@ -40,6 +41,8 @@ __all__ = [
     "save_schedule",
     "MLP",
     "diffusion_loss",
+    "ode_log_likelihood",
+    "bits_per_dim",
     "loss_weight",
     "TrainConfig",
     "train",

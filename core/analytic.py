@@ -164,7 +164,7 @@ class GaussianMixture:
         r = torch.softmax(logp + self.weights.log(), dim=1)  # (B, K) responsibilities
         # mu_k + alpha Sigma_k C_k^-1 (x - alpha mu_k), in the eigenbasis: l * alpha / c * z
         gain = self.eigvals[None] * (a[:, None, None] if a.shape[0] == c.shape[0] else a[0]) / c
-        m = self._unproject(z.mul_(gain))  # z is not used again: scale it in place
+        m = self._unproject(z * gain)  # not in place: autograd needs z (guidance, likelihood)
         out = torch.einsum("bk,bkd->bd", r, m) + r @ self.means
         return out.reshape(shape).to(dtype)
 
