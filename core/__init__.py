@@ -7,6 +7,7 @@ oracle and metrics. See DESIGN.md for the contract.
 
 from . import deis, dpm_solver, momentum, unipc  # noqa: F401  (they register samplers)
 from .analytic import GaussianMixture
+from .guidance import cfg, classifier_guidance, combine, rl_guidance
 from .likelihood import bits_per_dim, ode_log_likelihood
 from .losses import diffusion_loss, loss_weight
 from .metrics import sliced_wasserstein
@@ -42,6 +43,10 @@ __all__ = [
     "MLP",
     "diffusion_loss",
     "ode_log_likelihood",
+    "cfg",
+    "rl_guidance",
+    "classifier_guidance",
+    "combine",
     "bits_per_dim",
     "loss_weight",
     "TrainConfig",

@@ -1,0 +1,144 @@
+"""Guidance by composition: every method here takes denoisers and returns a denoiser.
+
+At fixed (x_t, t) the data prediction is an affine function of the score,
+D = (x_t + sigma^2 score) / alpha, so a weighted sum of scores with weights summing to
+one is the same weighted sum of denoisers. That single fact gives
+
+- **classifier-free guidance** (Ho & Salimans 2022): D_w = D_uncond + w (D_cond - D_uncond),
+  i.e. the score of p(x) p(c | x)^w; w = 0 is unconditional, w = 1 conditional, w > 1
+  sharpens. ``interval=(t_lo, t_hi)`` guides only inside that range of times (limited-
+  interval guidance, Kynkaanniemi et al. 2024) and uses the conditional model elsewhere;
+- **RL guidance** (RLG): D_w = (1 - w) D_base + w D_rl, the score of the geometric mixture
+  p_base^(1-w) p_rl^w. If p_rl is the optimum of the KL-regularised objective
+  max E_p[r] - beta KL(p || p_base), i.e. p_rl ∝ p_base exp(r / beta), then
+  p_base^(1-w) p_rl^w ∝ p_base exp(w r / beta): guiding with weight w is re-solving the
+  RL problem with KL coefficient beta / w, without retraining (w < 1 stays closer to the
+  base, w > 1 extrapolates beyond the fine-tuned model);
+- **classifier guidance** (Dhariwal & Nichol 2021): score + w grad log p(y | x_t), i.e.
+  D + w (sigma^2 / alpha) grad_x log p(y | x_t), for any differentiable time-dependent
+  log-likelihood.
+
+(This is the scores' combination at each t, as these papers use it; the marginals of the
+guided sampler are not exactly the tilted distribution for w not in {0, 1}.)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from .processes import Process
+from .utils import batch_time, coef
+
+__all__ = ["combine", "cfg", "rl_guidance", "classifier_guidance"]
+
+Denoiser = Callable[..., torch.Tensor]
+
+
+def _check_weight(name: str, w: Any) -> float:
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+        raise ValueError(f"{name} must be a finite number, got {w!r}")
+    return float(w)
+
+
+def combine(denoisers: Sequence[Denoiser], weights: Sequence[float], conds: Sequence[Any] = ()):
+    """D(x, t) = sum_i w_i D_i(x, t, cond_i): the score of prod_i p_i^(w_i) when the weights
+    sum to one (they must). ``conds`` gives each denoiser's condition (None: none)."""
+    if len(denoisers) == 0 or len(denoisers) != len(weights):
+        raise ValueError("combine needs one weight per denoiser (and at least one)")
+    ws = [_check_weight("a weight", w) for w in weights]
+    if abs(sum(ws) - 1.0) > 1e-9:
+        raise ValueError(f"the weights must sum to 1 (a combination of scores), got {sum(ws)}")
+    conds = list(conds) or [None] * len(denoisers)
+    if len(conds) != len(denoisers):
+        raise ValueError("combine needs one condition per denoiser")
+
+    def D(x: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        out = None
+        for Di, wi, ci in zip(denoisers, ws, conds):
+            if wi == 0.0:  # skip the evaluation: w = 0 reproduces the others exactly
+                continue
+            y = Di(x, t) if ci is None else Di(x, t, cond=ci)
+            out = wi * y if out is None else out + wi * y
+        return out
+
+    return D
+
+
+def cfg(
+    denoiser: Denoiser,
+    scale: float,
+    null_cond: Any = None,
+    interval: tuple[float, float] | None = None,
+    uncond_denoiser: Denoiser | None = None,
+):
+    """Classifier-free guidance of a conditional ``denoiser(x, t, cond)``.
+
+    The unconditional prediction comes from ``denoiser(x, t, cond=null_cond)`` (a model
+    trained with condition dropout: ``null_cond`` is its "no condition" token; None calls
+    it without cond) or from a separate ``uncond_denoiser``. Returns D(x, t, cond).
+    """
+    w = _check_weight("the guidance scale", scale)
+    if interval is not None:
+        lo, hi = (float(v) for v in interval)
+        if not lo < hi:
+            raise ValueError(f"interval must be (t_lo, t_hi) with t_lo < t_hi, got {interval}")
+
+    def uncond(x, t):
+        if uncond_denoiser is not None:
+            return uncond_denoiser(x, t)
+        return denoiser(x, t) if null_cond is None else denoiser(x, t, cond=null_cond)
+
+    def D(x: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        if cond is None:
+            raise ValueError("cfg: the guided denoiser needs cond= (the condition to guide to)")
+        dc = denoiser(x, t, cond=cond)
+        if w == 1.0:
+            return dc
+        tb = batch_time(t, x)
+        inside = torch.ones_like(tb, dtype=torch.bool)
+        if interval is not None:
+            inside = (tb >= lo) & (tb <= hi)
+            if not bool(inside.any()):
+                return dc  # outside the interval: the conditional model alone
+        du = uncond(x, t)
+        guided = du + w * (dc - du)
+        return torch.where(coef(inside.double(), x) > 0, guided, dc)
+
+    return D
+
+
+def rl_guidance(base: Denoiser, finetuned: Denoiser, weight: float):
+    """RLG: D_w = (1 - w) D_base + w D_rl (w = 0 base, w = 1 fine-tuned; see module doc for
+    why w acts as the inverse KL coefficient of the RL objective)."""
+    w = _check_weight("the RLG weight", weight)
+    return combine([base, finetuned], [1.0 - w, w])
+
+
+def classifier_guidance(
+    denoiser: Denoiser,
+    process: Process,
+    log_likelihood: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor],
+    scale: float = 1.0,
+):
+    """D + w (sigma^2 / alpha) grad_x log p(y | x_t): ``log_likelihood(x, t, y)`` returns a
+    (B,) time-dependent log-likelihood (a noise-aware classifier); y is passed as cond."""
+    w = _check_weight("the guidance scale", scale)
+
+    def D(x: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        tb = batch_time(t, x)
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            ll = log_likelihood(xg, tb, cond)
+            if ll.shape != (x.shape[0],):
+                raise ValueError(
+                    f"log_likelihood returned shape {tuple(ll.shape)}, expected ({x.shape[0]},)"
+                )
+            (grad,) = torch.autograd.grad(ll.sum(), xg)
+        a, s = process.alpha(tb), process.sigma(tb)
+        return denoiser(x, t) + coef(w * s**2 / a, x) * grad
+
+    return D
