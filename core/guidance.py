@@ -33,7 +33,7 @@ import torch
 from .processes import Process
 from .utils import batch_time, coef
 
-__all__ = ["combine", "cfg", "rl_guidance", "classifier_guidance"]
+__all__ = ["combine", "cfg", "rl_guidance", "classifier_guidance", "dps"]
 
 Denoiser = Callable[..., torch.Tensor]
 
@@ -142,3 +142,43 @@ def classifier_guidance(
         return denoiser(x, t) + coef(w * s**2 / a, x) * grad
 
     return D
+
+
+def dps(
+    denoiser: Denoiser,
+    process: Process,
+    operator: Callable[[torch.Tensor], torch.Tensor],
+    y: torch.Tensor,
+    noise_std: float | None = None,
+    scale: float = 1.0,
+):
+    """Diffusion posterior sampling (Chung et al. 2023) as guidance of the score.
+
+    DPS approximates log p(y | x_t) by log p(y | A(x0_hat(x_t))) and differentiates it
+    through the denoiser. Two step-size rules:
+
+    - ``noise_std`` given: the Gaussian likelihood -||y - A(x0_hat)||^2 / (2 noise_std^2),
+      times ``scale`` (1 = the likelihood as it is);
+    - ``noise_std=None``: the paper's rule, zeta_t = scale / ||y - A(x0_hat)|| per sample,
+      i.e. the gradient of -scale ||y - A(x0_hat)|| (Alg. 1, zeta'/||.||).
+
+    The paper subtracts its gradient from x after each DDPM step; here it enters the score
+    (classifier guidance), so any sampler can use it. ``operator`` maps a batch (B, ...)
+    to measurements shaped like ``y`` (B, ...).
+    """
+    if noise_std is not None and not (isinstance(noise_std, (int, float)) and noise_std > 0):
+        raise ValueError(f"dps: noise_std must be a positive number or None, got {noise_std!r}")
+
+    def log_likelihood(x, t, cond):
+        x0 = denoiser(x, t)
+        ax = operator(x0)
+        if ax.shape != y.shape:
+            raise ValueError(
+                f"dps: the operator returned shape {tuple(ax.shape)}, y has {tuple(y.shape)}"
+            )
+        res = (y.to(ax.dtype) - ax).reshape(ax.shape[0], -1)
+        if noise_std is not None:
+            return -0.5 * res.square().sum(1) / noise_std**2
+        return -res.norm(dim=1)
+
+    return classifier_guidance(denoiser, process, log_likelihood, scale)
