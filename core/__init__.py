@@ -7,7 +7,8 @@ oracle and metrics. See DESIGN.md for the contract.
 
 from . import deis, dpm_solver, momentum, unipc  # noqa: F401  (they register samplers)
 from .analytic import GaussianMixture
-from .guidance import cfg, classifier_guidance, combine, rl_guidance
+from .discrete import MarkovChainOracle, MaskedDiffusion, sample_masked
+from .guidance import cfg, classifier_guidance, combine, dps, rl_guidance
 from .likelihood import bits_per_dim, ode_log_likelihood
 from .losses import diffusion_loss, loss_weight
 from .metrics import sliced_wasserstein
@@ -47,6 +48,10 @@ __all__ = [
     "rl_guidance",
     "classifier_guidance",
     "combine",
+    "dps",
+    "MaskedDiffusion",
+    "MarkovChainOracle",
+    "sample_masked",
     "bits_per_dim",
     "loss_weight",
     "TrainConfig",
