@@ -323,8 +323,8 @@ class MaskedDiffusion:
 
             w(t) * sum_{i masked} -log softmax(logits_fn(x_t, t))[i, x0^i]     (shape (B,)).
 
-        Its expectation is int_eps^1 (...) dt / (1 - eps), an upper bound on -log p(x0) up to
-        the O(eps) part of the integral below eps. ``logits_fn(x_t, t)`` gets t as float64
+        Times (1 - eps), its expectation is int_eps^1 (...) dt, an upper bound on -log p(x0)
+        up to the O(eps) part of the integral below eps. ``logits_fn(x_t, t)`` gets t as float64
         (B,) and returns (B, L, V) unnormalised log-probabilities over clean tokens (log of
         a denoiser's probabilities works too; -inf entries are fine).
         """
@@ -343,7 +343,8 @@ class MaskedDiffusion:
         logp = torch.log_softmax(logits, -1).gather(-1, x0[..., None])[..., 0]
         masked = x_t == self.mask_id
         nll = torch.where(masked, -logp, torch.zeros_like(logp)).sum(1)  # 0 * -inf avoided
-        return self.weight(t).to(nll) * nll
+        # t ~ U(eps, 1) has density 1 / (1 - eps): multiply back to estimate the integral
+        return (1 - eps) * self.weight(t).to(nll) * nll
 
     def loss(
         self,
