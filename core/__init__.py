@@ -18,6 +18,7 @@ from .processes import EDM, PFGMPP, VE, VP, Interpolant, Process, SubVP
 from .samplers import register_solver, sample, solvers
 from .schedules import SCHEDULES, time_grid
 from .search import save_schedule, search_schedule
+from .superdiff import ito_log_density, superdiff
 from .training import TrainConfig, load_denoiser, train
 
 __all__ = [
@@ -52,6 +53,8 @@ __all__ = [
     "MaskedDiffusion",
     "MarkovChainOracle",
     "sample_masked",
+    "superdiff",
+    "ito_log_density",
     "bits_per_dim",
     "loss_weight",
     "TrainConfig",
