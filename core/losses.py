@@ -82,10 +82,16 @@ def diffusion_loss(
     generator: torch.Generator | None = None,
     cond: Any = None,
     sigma_data: float = 0.5,
+    cond_drop: float = 0.0,
+    null_cond: Any = None,
 ) -> torch.Tensor:
     """E_t E_noise [ w(t) ||D(x_t, t) - x0||^2 ] / numel, averaged over the batch.
 
     t and the noise are drawn with ``generator``; x_t = process.perturb(x0, t, noise).
+    ``cond_drop``: the probability of replacing each sample's condition (a tensor with a
+    batch dimension) by ``null_cond`` (e.g. the MLP's extra label ``num_classes``), which
+    trains the conditional and the unconditional model at once for classifier-free
+    guidance (Ho & Salimans 2022); the drops are drawn from ``generator`` too.
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown weighting {weighting!r}; choose one of {WEIGHTINGS}")
@@ -94,6 +100,22 @@ def diffusion_loss(
     t = sample_times(process, x0.shape[0], generator, time_sampling).to(x0.device)
     noise = process.noise(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     xt = process.perturb(x0, t, noise)
+    if cond_drop:
+        if not 0.0 <= cond_drop <= 1.0:
+            raise ValueError(f"cond_drop must lie in [0, 1], got {cond_drop}")
+        if (
+            not isinstance(cond, torch.Tensor)
+            or cond.shape[:1] != x0.shape[:1]
+            or null_cond is None
+        ):
+            raise ValueError(
+                "cond_drop needs cond as a tensor with a batch dimension and a null_cond"
+            )
+        u = torch.rand(x0.shape[0], generator=generator, dtype=torch.float64).to(cond.device)
+        drop = (u < cond_drop).reshape(-1, *([1] * (cond.ndim - 1)))
+        cond = torch.where(
+            drop, torch.as_tensor(null_cond, dtype=cond.dtype, device=cond.device), cond
+        )
     pred = denoiser(xt, t) if cond is None else denoiser(xt, t, cond)
     w = coef(loss_weight(process, t, weighting, sigma_data), x0)
     return (w * (pred - x0) ** 2).mean()
