@@ -19,6 +19,7 @@ from .samplers import register_solver, sample, solvers
 from .schedules import SCHEDULES, time_grid
 from .search import save_schedule, search_schedule
 from .superdiff import ito_log_density, superdiff
+from .svdd import best_of_n, smc_continuous, smc_masked, svdd_continuous, svdd_masked
 from .training import TrainConfig, load_denoiser, train
 
 __all__ = [
@@ -55,6 +56,11 @@ __all__ = [
     "sample_masked",
     "superdiff",
     "ito_log_density",
+    "svdd_continuous",
+    "svdd_masked",
+    "smc_continuous",
+    "smc_masked",
+    "best_of_n",
     "bits_per_dim",
     "loss_weight",
     "TrainConfig",
