@@ -8,7 +8,7 @@ oracle and metrics. See DESIGN.md for the contract.
 from . import deis, dpm_solver, momentum, unipc  # noqa: F401  (they register samplers)
 from .analytic import GaussianMixture
 from .discrete import MarkovChainOracle, MaskedDiffusion, sample_masked
-from .guidance import cfg, classifier_guidance, combine, dps, rl_guidance
+from .guidance import cfg, classifier_guidance, combine, concept_blend, dps, rl_guidance
 from .likelihood import bits_per_dim, ode_log_likelihood
 from .losses import diffusion_loss, loss_weight
 from .metrics import sliced_wasserstein
@@ -51,6 +51,7 @@ __all__ = [
     "classifier_guidance",
     "combine",
     "dps",
+    "concept_blend",
     "MaskedDiffusion",
     "MarkovChainOracle",
     "sample_masked",

@@ -16,7 +16,10 @@ one is the same weighted sum of denoisers. That single fact gives
   base, w > 1 extrapolates beyond the fine-tuned model);
 - **classifier guidance** (Dhariwal & Nichol 2021): score + w grad log p(y | x_t), i.e.
   D + w (sigma^2 / alpha) grad_x log p(y | x_t), for any differentiable time-dependent
-  log-likelihood.
+  log-likelihood; **DPS** is its special case with the likelihood of a measurement of the
+  denoiser's forecast;
+- **concept blending** (``concept_blend``, a sampler): per step, the condition whose
+  Black-Scholes "option" on its score of the x0 forecast is cheapest is used next.
 
 (This is the scores' combination at each t, as these papers use it; the marginals of the
 guided sampler are not exactly the tilted distribution for w not in {0, 1}.)
@@ -31,9 +34,18 @@ from typing import Any
 import torch
 
 from .processes import Process
+from .schedules import time_grid
 from .utils import batch_time, coef
 
-__all__ = ["combine", "cfg", "rl_guidance", "classifier_guidance", "dps"]
+__all__ = [
+    "combine",
+    "cfg",
+    "rl_guidance",
+    "classifier_guidance",
+    "dps",
+    "black_scholes_call",
+    "concept_blend",
+]
 
 Denoiser = Callable[..., torch.Tensor]
 
@@ -182,3 +194,89 @@ def dps(
         return -res.norm(dim=1)
 
     return classifier_guidance(denoiser, process, log_likelihood, scale)
+
+
+def black_scholes_call(spot, strike, rate, sigma, maturity, official: bool = False):
+    """Black-Scholes price of a European call, C = S N(d1) - K e^{-r T} N(d2), with
+    d1 = (log(S/K) + (r + sigma^2/2) T) / (sigma sqrt(T)), d2 = d1 - sigma sqrt(T).
+
+    ``official=True`` reproduces the concept-blending code of Kothandaraman et al.
+    (divyakraman/BlackScholesDiffusion2024, ``bs_score``), which uses the unnormalised
+    Gaussian density exp(-d^2/2) where the formula has the CDF N(d).
+    """
+    spot = torch.as_tensor(spot, dtype=torch.float64)
+    if bool((spot <= 0).any()) or not strike > 0 or not sigma > 0 or not maturity > 0:
+        raise ValueError("black_scholes_call needs spot, strike, sigma and maturity > 0")
+    vol = sigma * math.sqrt(maturity)
+    d1 = (torch.log(spot / strike) + (rate + 0.5 * sigma**2) * maturity) / vol
+    d2 = d1 - vol
+    if official:
+        N = lambda d: torch.exp(-0.5 * d**2)
+    else:
+        N = lambda d: 0.5 * torch.erfc(-d / math.sqrt(2.0))
+    return spot * N(d1) - strike * math.exp(-rate * maturity) * N(d2)
+
+
+def concept_blend(
+    denoiser: Denoiser,
+    process: Process,
+    x1: torch.Tensor,
+    conds: Sequence[Any],
+    score: Callable[[torch.Tensor, int], torch.Tensor],
+    steps: int,
+    strike: float = 1.0,
+    official: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Black-Scholes concept blending (Kothandaraman, Lin & Manocha 2024, "Financial Models
+    in Generative Art"), for any number of conditions and any positive ``score``.
+
+    A deterministic DDIM walk from x1. At each step the denoiser's forecast x0_hat (made
+    with each sample's current condition; no extra evaluation) is priced per condition k
+    as a call option: spot S_k = score(x0_hat, k) > 0 (the paper: a CLIP score of the
+    forecast image against prompt k), the given strike, rate r = 1/steps, volatility the
+    square root of the step's DDPM posterior variance, maturity = the steps left. Each
+    sample continues with the condition of the *lowest* price: the concept whose option
+    is worth least is the least expressed so far, so the walk keeps switching towards it
+    and the concepts blend. Starts with conds[0]. Returns (x at t_min, the index of the
+    condition used at every step, (steps, B)).
+    """
+    if len(conds) < 2:
+        raise ValueError("concept_blend needs at least two conditions")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    ts = time_grid(process, steps, "uniform")
+    x = x1
+    B = x.shape[0]
+    choice = torch.zeros(B, dtype=torch.long)
+    history = []
+    for i in range(steps):
+        t, s = ts[i], ts[i + 1]
+        tb = t.expand(B)
+        x0 = torch.empty_like(x)
+        for k in range(len(conds)):
+            rows = choice == k
+            if bool(rows.any()):
+                x0[rows] = denoiser(x[rows], tb[rows], cond=conds[k])
+        history.append(choice.clone())
+        a_t, s_t, a_s, s_s = process.alpha(t), process.sigma(t), process.alpha(s), process.sigma(s)
+        x = coef(a_s, x) * x0 + coef(s_s / s_t, x) * (x - coef(a_t, x) * x0)  # DDIM
+        # the DDPM posterior variance of this step: sigma_s^2 (1 - e^{lambda_t - lambda_s})
+        var = s_s**2 * -torch.expm1(process.log_snr(t) - process.log_snr(s))
+        prices = []
+        for k in range(len(conds)):
+            spot = score(x0, k)
+            if (
+                spot.shape != (B,)
+                or not bool(torch.isfinite(spot).all())
+                or bool((spot <= 0).any())
+            ):
+                raise ValueError(
+                    f"score must return (B,) = ({B},) finite positive values (condition {k})"
+                )
+            prices.append(
+                black_scholes_call(
+                    spot, strike, 1.0 / steps, float(var.sqrt()) + 1e-12, steps - i, official
+                )
+            )
+        choice = torch.stack(prices, 1).argmin(1)
+    return x, torch.stack(history)
