@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .utils import check_positive_int
+
 __all__ = ["MarkovChainOracle", "MaskedDiffusion", "sample_masked"]
 
 _MAX_ENUMERATE = 10**6
@@ -88,8 +90,7 @@ class MarkovChainOracle:
         V = pi.numel()
         if T.shape != (V, V):
             raise ValueError(f"transition must have shape ({V}, {V}), got {tuple(T.shape)}")
-        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-            raise ValueError(f"length must be an integer >= 1, got {length!r}")
+        check_positive_int("length", length)
         self.initial = _check_distribution(pi, "initial")
         self.transition = _check_distribution(T, "transition rows")
         self.vocab_size, self.length = V, length
@@ -132,8 +133,7 @@ class MarkovChainOracle:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n exact draws (n, L), token by token (ancestral sampling of the chain)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        check_positive_int("n", n)
         x = torch.empty(n, self.length, dtype=torch.long)
         x[:, 0] = torch.multinomial(self.initial.expand(n, -1), 1, True, generator=generator)[:, 0]
         for i in range(1, self.length):
@@ -253,8 +253,7 @@ class MaskedDiffusion:
     schedules = ("linear", "cosine")
 
     def __init__(self, vocab_size: int, mask_id: int | None = None, schedule: str = "linear"):
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
-            raise ValueError(f"vocab_size must be an integer >= 1, got {vocab_size!r}")
+        check_positive_int("vocab_size", vocab_size)
         mask_id = vocab_size if mask_id is None else mask_id
         if isinstance(mask_id, bool) or not isinstance(mask_id, int) or mask_id < vocab_size:
             raise ValueError(
@@ -401,6 +400,21 @@ def _temper(p: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
     return p
 
 
+def masked_grid(process: Any, shape: Any, steps: Any, who: str = "sample_masked") -> torch.Tensor:
+    """Check the arguments of a masked-diffusion sampler and return its time grid
+    t_i = 1 - i / steps (float64, steps + 1 points), shared by every masked sampler."""
+    if not isinstance(process, MaskedDiffusion):
+        raise ValueError(f"{who}: process must be a MaskedDiffusion, got {type(process).__name__}")
+    if (
+        not isinstance(shape, (tuple, list, torch.Size))
+        or len(shape) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)
+    ):
+        raise ValueError(f"{who}: shape must be (B, L) with positive integers, got {shape!r}")
+    check_positive_int("steps", steps)
+    return 1 - torch.arange(steps + 1, dtype=_F64) / steps
+
+
 def sample_masked(
     denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     process: MaskedDiffusion,
@@ -436,23 +450,13 @@ def sample_masked(
     Positions revealed in the same step are drawn independently from their marginals, so
     even an exact denoiser samples the joint law only as steps -> infinity (see module doc).
     """
-    if not isinstance(process, MaskedDiffusion):
-        raise ValueError(f"process must be a MaskedDiffusion, got {type(process).__name__}")
-    if (
-        not isinstance(shape, (tuple, list, torch.Size))
-        or len(shape) != 2
-        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)
-    ):
-        raise ValueError(f"shape must be (B, L) with positive integers, got {shape!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    ts = masked_grid(process, shape, steps)
     if not temperature > 0 or not math.isfinite(temperature):
         raise ValueError(f"temperature must be finite and > 0, got {temperature}")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
     B, L = shape
     V, mask = process.vocab_size, process.mask_id
-    ts = 1 - torch.arange(steps + 1, dtype=_F64) / steps
     alphas = process.alpha(ts).tolist()
     alphas[0], alphas[-1] = 0.0, 1.0  # exact ends: all masked at t = 1, all clean at t = 0
     x = process.prior((B, L))

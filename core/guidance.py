@@ -35,7 +35,7 @@ import torch
 
 from .processes import Process
 from .schedules import time_grid
-from .utils import batch_time, coef
+from .utils import batch_time, check_positive_int, coef
 
 __all__ = [
     "combine",
@@ -242,8 +242,7 @@ def concept_blend(
     """
     if len(conds) < 2:
         raise ValueError("concept_blend needs at least two conditions")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    check_positive_int("steps", steps)
     ts = time_grid(process, steps, "uniform")
     x = x1
     B = x.shape[0]

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .processes import Process
+from .utils import check_positive_int
 
 __all__ = ["ode_log_likelihood", "bits_per_dim", "LikelihoodResult"]
 
@@ -97,8 +98,7 @@ def ode_log_likelihood(
         raise ValueError(f"ode_log_likelihood needs a Gaussian process, not {process!r}")
     if divergence not in ("exact", "hutchinson"):
         raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
-    if isinstance(n_probes, bool) or not isinstance(n_probes, int) or n_probes < 1:
-        raise ValueError(f"n_probes must be a positive integer, got {n_probes!r}")
+    check_positive_int("n_probes", n_probes)
     if not isinstance(x, torch.Tensor) or x.ndim < 2 or not bool(torch.isfinite(x).all()):
         raise ValueError("x must be a finite tensor of shape (B, ...)")
     B, shape = x.shape[0], x.shape

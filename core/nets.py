@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .config import Configurable
+from .utils import check_positive_int
 
 __all__ = ["MLP", "time_embedding"]
 
@@ -53,8 +54,7 @@ class MLP(nn.Module, Configurable):
     ) -> None:
         nn.Module.__init__(self)
         for name, v in (("dim", dim), ("hidden", hidden), ("depth", depth), ("emb_dim", emb_dim)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"MLP: {name} must be a positive integer, got {v!r}")
+            check_positive_int(f"MLP: {name}", v)
         self._set_config(
             dim=dim, hidden=hidden, depth=depth, emb_dim=emb_dim, num_classes=num_classes
         )

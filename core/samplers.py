@@ -20,7 +20,7 @@ import torch
 from .parameterization import from_x0
 from .processes import Process
 from .schedules import time_grid
-from .utils import all_finite, coef, lincomb
+from .utils import all_finite, check_positive_int, coef, lincomb
 
 __all__ = ["sample", "register_solver", "solvers", "SolverSpec"]
 
@@ -98,14 +98,6 @@ class _CountedDenoiser:
         return out
 
 
-def _check_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
 def sample(
     denoiser: Callable[..., torch.Tensor],
     process: Process,
@@ -138,7 +130,7 @@ def sample(
     if not isinstance(solver, str) or solver not in _SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; available: {sorted(_SOLVERS)}")
     spec = _SOLVERS[solver]
-    nfe = _check_int("nfe", nfe)
+    nfe = check_positive_int("nfe", nfe)
     if not isinstance(x1, torch.Tensor) or not x1.is_floating_point() or x1.ndim < 1:
         raise ValueError("x1 must be a floating-point tensor with a batch dimension")
     if not bool(torch.isfinite(x1).all()):

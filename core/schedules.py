@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 
 from .processes import Process
+from .utils import check_positive_int
 
 __all__ = ["SCHEDULES", "time_grid"]
 
@@ -49,8 +50,7 @@ def time_grid(
     t_end: float | None = None,
 ) -> torch.Tensor:
     """``steps + 1`` decreasing float64 times from ``t_start`` (t_max) to ``t_end`` (t_min)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    check_positive_int("steps", steps)
     if isinstance(schedule, (str, os.PathLike)) and str(schedule) not in SCHEDULES:
         if not os.path.isfile(schedule):
             raise ValueError(

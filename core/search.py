@@ -39,7 +39,7 @@ import torch
 from .processes import Process
 from .samplers import sample, solvers
 from .schedules import time_grid
-from .utils import atomic_write
+from .utils import atomic_write, check_positive_int
 
 __all__ = ["search_schedule", "save_schedule", "SearchResult"]
 
@@ -85,8 +85,7 @@ def search_schedule(
     spec = solvers()[solver]
     if spec.stochastic or spec.adaptive:
         raise ValueError(f"search_schedule needs a deterministic fixed-step solver, not {solver!r}")
-    if isinstance(max_evals, bool) or not isinstance(max_evals, int) or max_evals < 1:
-        raise ValueError(f"max_evals must be a positive integer, got {max_evals!r}")
+    check_positive_int("max_evals", max_evals)
     with torch.no_grad():
         if target is None:
             target = sample(denoiser, process, x1, teacher, nfe=teacher_nfe)

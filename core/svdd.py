@@ -38,10 +38,11 @@ from typing import Any
 
 import torch
 
-from .discrete import MaskedDiffusion, _check_probs, _check_tokens, sample_masked
+from .discrete import MaskedDiffusion, _check_probs, _check_tokens, masked_grid, sample_masked
 from .processes import Process
 from .samplers import _ddim_step, sample
 from .schedules import time_grid
+from .utils import check_positive_int
 
 __all__ = [
     "svdd_continuous",
@@ -59,12 +60,6 @@ _F64 = torch.float64
 
 
 # -- validation ---------------------------------------------------------------------------
-def _check_pos_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
-
-
 def _check_alpha(alpha: Any) -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
         raise ValueError(
@@ -235,21 +230,8 @@ def _gaussian_setup(process, x1, steps, schedule, who):
         raise ValueError(f"{who}: process must be a Gaussian Process, got {process!r}")
     if not isinstance(x1, torch.Tensor) or not x1.is_floating_point() or x1.ndim < 1:
         raise ValueError(f"{who}: x1 must be a floating-point tensor with a batch dimension")
-    _check_pos_int("steps", steps)
+    check_positive_int("steps", steps)
     return time_grid(process, steps, schedule).to(x1.device)
-
-
-def _masked_setup(process, shape, steps, who):
-    if not isinstance(process, MaskedDiffusion):
-        raise ValueError(f"{who}: process must be a MaskedDiffusion, got {type(process).__name__}")
-    if (
-        not isinstance(shape, (tuple, list, torch.Size))
-        or len(shape) != 2
-        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)
-    ):
-        raise ValueError(f"{who}: shape must be (B, L) with positive integers, got {shape!r}")
-    _check_pos_int("steps", steps)
-    return 1 - torch.arange(steps + 1, dtype=_F64) / steps
 
 
 def svdd_continuous(
@@ -280,7 +262,7 @@ def svdd_continuous(
     evals = B * steps (the B * steps * M value-model calls are not counted).
     """
     who = "svdd_continuous"
-    M, alpha = _check_pos_int("M", M), _check_alpha(alpha)
+    M, alpha = check_positive_int("M", M), _check_alpha(alpha)
     ts = _gaussian_setup(process, x1, steps, schedule, who)
     D = _Counter(denoiser, _gaussian_check(who), who)
     x = _svdd_loop(
@@ -324,7 +306,7 @@ def fit_value_mc(
     who = "fit_value_mc"
     ts = _gaussian_setup(process, x1, steps, schedule, who)
     for name, v in (("iters", iters), ("batch", batch)):
-        _check_pos_int(name, v)
+        check_positive_int(name, v)
     D = _Counter(denoiser, _gaussian_check(who), who)
     step = ddpm_step(process)
     xs, tt, x = [], [], x1
@@ -371,8 +353,8 @@ def svdd_masked(
     Returns ((B, L) long tokens, evals) with evals = B * (1 + steps * M).
     """
     who = "svdd_masked"
-    M, alpha = _check_pos_int("M", M), _check_alpha(alpha)
-    ts = _masked_setup(process, shape, steps, who)
+    M, alpha = check_positive_int("M", M), _check_alpha(alpha)
+    ts = masked_grid(process, shape, steps, who)
     D = _Counter(denoiser, _masked_check(process.vocab_size), who)
     v = _masked_value(reward, value, process.mask_id, who)
     x = _svdd_loop(
@@ -405,7 +387,7 @@ def smc_continuous(
     Returns (all G*K particles, evals) with evals = G * K * (1 + steps).
     """
     who = "smc_continuous"
-    K, alpha = _check_pos_int("K", K), _check_alpha(alpha)
+    K, alpha = check_positive_int("K", K), _check_alpha(alpha)
     ts = _gaussian_setup(process, x1, steps, schedule, who)
     if x1.shape[0] % K:
         raise ValueError(f"{who}: the batch {x1.shape[0]} is not a multiple of K = {K}")
@@ -436,8 +418,8 @@ def smc_masked(
     Returns ((G*K, L) tokens, evals) with evals = G * K * (1 + steps).
     """
     who = "smc_masked"
-    K, alpha = _check_pos_int("K", K), _check_alpha(alpha)
-    ts = _masked_setup(process, shape, steps, who)
+    K, alpha = check_positive_int("K", K), _check_alpha(alpha)
+    ts = masked_grid(process, shape, steps, who)
     if shape[0] % K:
         raise ValueError(f"{who}: the batch {shape[0]} is not a multiple of K = {K}")
     D = _Counter(denoiser, _masked_check(process.vocab_size), who)
@@ -472,12 +454,12 @@ def best_of_n(
     Returns (G samples, evals) with evals = G * n * steps.
     """
     who = "best_of_n"
-    n = _check_pos_int("n", n)
-    steps = _check_pos_int("steps", steps)
+    n = check_positive_int("n", n)
+    steps = check_positive_int("steps", steps)
     if alpha is not None:
         alpha = _check_alpha(alpha)
     if isinstance(process, MaskedDiffusion):
-        _masked_setup(process, start, steps, who)
+        masked_grid(process, start, steps, who)
         rows = start[0]
         if rows % n:
             raise ValueError(f"{who}: the batch {rows} is not a multiple of n = {n}")

@@ -23,7 +23,7 @@ import torch
 
 from .losses import TIME_SAMPLING, WEIGHTINGS, diffusion_loss
 from .parameterization import Denoiser
-from .utils import atomic_write
+from .utils import atomic_write, check_positive_int
 
 __all__ = [
     "TrainConfig",
@@ -54,9 +54,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
+            check_positive_int(f"TrainConfig.{name}", getattr(self, name))
         if not self.lr > 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
@@ -75,6 +77,13 @@ def atomic_write(path, write) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """``value`` if it is an int >= 1 (not a bool), else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
 
 
 def lincomb(*terms: tuple[float, torch.Tensor]) -> torch.Tensor:
