@@ -42,7 +42,7 @@ import torch
 from diffsci.core import EDM, GaussianMixture, sample, sliced_wasserstein, solvers
 from diffsci.core.interop import run_diffusers_scheduler, scheduler_times, vp_of_scheduler
 from diffsci.core.search import search_schedule
-from diffsci.core.utils import atomic_write
+from diffsci.core.utils import atomic_write, atomic_write_text
 
 KW = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
 NFES = (5, 8, 10, 15, 20, 50)
@@ -441,13 +441,7 @@ def main(argv=None) -> None:
         print(overhead() + "\n", flush=True)
     print(f"_{time.perf_counter() - tic:.0f} s wall_")
     if args.json is not None:
-        text = json.dumps(record, indent=1, default=str)
-
-        def write(tmp: str) -> None:
-            with open(tmp, "w") as f:
-                f.write(text)
-
-        atomic_write(args.json, write)
+        atomic_write_text(args.json, json.dumps(record, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from .parameterization import Denoiser
 from .processes import VP
 from .samplers import sample, solvers
 from .training import TrainConfig, train
-from .utils import atomic_write
+from .utils import atomic_write, atomic_write_text
 
 DEMO_SOLVERS = ("euler", "heun", "ddim", "dpm++2m", "unipc", "ddpm", "euler_maruyama", "pc")
 DEMO_NFES = (6, 10, 20, 50)
@@ -134,10 +134,7 @@ def run_demo(
         "seed": seed,
         "process": process.config(),
     }
-    atomic_write(
-        os.path.join(out, "results.json"),
-        lambda p: open(p, "w").write(json.dumps(summary, indent=2)),
-    )
+    atomic_write_text(os.path.join(out, "results.json"), json.dumps(summary, indent=2))
     if figure:
         _figure(os.path.join(out, "demo.png"), exact, samples, table, nfes, floor)
     return summary

@@ -61,7 +61,6 @@ class _Frame:
     def __init__(self, process, data: bool, threshold: tuple[float, float] | None = None):
         self.process, self.data, self.threshold = process, data, threshold
         self.sign = -1.0 if data else 1.0
-        self._lam: dict[float, torch.Tensor] = {}
 
     def lam(self, t: torch.Tensor) -> torch.Tensor:
         return 0.5 * self.process.log_snr(t)

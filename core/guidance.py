@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from .processes import Process
+from .samplers import _ddim_step, ddpm_posterior_std
 from .schedules import time_grid
 from .utils import batch_time, check_positive_int, coef
 
@@ -257,10 +258,8 @@ def concept_blend(
             if bool(rows.any()):
                 x0[rows] = denoiser(x[rows], tb[rows], cond=conds[k])
         history.append(choice.clone())
-        a_t, s_t, a_s, s_s = process.alpha(t), process.sigma(t), process.alpha(s), process.sigma(s)
-        x = coef(a_s, x) * x0 + coef(s_s / s_t, x) * (x - coef(a_t, x) * x0)  # DDIM
-        # the DDPM posterior variance of this step: sigma_s^2 (1 - e^{lambda_t - lambda_s})
-        var = s_s**2 * -torch.expm1(process.log_snr(t) - process.log_snr(s))
+        x = _ddim_step(process, x, x0, t, s, 0.0, None)
+        vol = float(ddpm_posterior_std(process, t, s))  # the step's DDPM posterior std
         prices = []
         for k in range(len(conds)):
             spot = score(x0, k)
@@ -273,9 +272,7 @@ def concept_blend(
                     f"score must return (B,) = ({B},) finite positive values (condition {k})"
                 )
             prices.append(
-                black_scholes_call(
-                    spot, strike, 1.0 / steps, float(var.sqrt()) + 1e-12, steps - i, official
-                )
+                black_scholes_call(spot, strike, 1.0 / steps, vol + 1e-12, steps - i, official)
             )
         choice = torch.stack(prices, 1).argmin(1)
     return x, torch.stack(history)

@@ -233,6 +233,12 @@ def heun(D, process, x, ts, generator=None):
     return x
 
 
+def ddpm_posterior_std(process: Process, t, s) -> torch.Tensor:
+    """Std of the DDPM posterior q(x_s | x_t, x0), s < t: sigma_s sqrt(1 - e^{lambda_t -
+    lambda_s}) with lambda = log_snr (Ho et al. 2020, eq. 7, for any Gaussian process)."""
+    return process.sigma(s) * torch.sqrt(-torch.expm1(process.log_snr(t) - process.log_snr(s)))
+
+
 def _ddim_step(process, x, x0, t, s, eta, generator):
     """One DDIM step (Song et al. 2021a, eq. 12) for any Gaussian process.
 
@@ -242,7 +248,7 @@ def _ddim_step(process, x, x0, t, s, eta, generator):
     a_t, s_t = process.alpha(t), process.sigma(t)
     a_s, s_s = process.alpha(s), process.sigma(s)
     eps = (x - coef(a_t, x) * x0) / coef(s_t, x)
-    c = eta * s_s * torch.sqrt(-torch.expm1(process.log_snr(t) - process.log_snr(s)))
+    c = eta * ddpm_posterior_std(process, t, s)
     x_next = coef(a_s, x) * x0 + coef(torch.sqrt(s_s**2 - c**2), x) * eps
     if eta > 0:
         z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)

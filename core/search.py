@@ -39,7 +39,7 @@ import torch
 from .processes import Process
 from .samplers import sample, solvers
 from .schedules import time_grid
-from .utils import atomic_write, check_positive_int
+from .utils import atomic_write_text, check_positive_int
 
 __all__ = ["search_schedule", "save_schedule", "SearchResult"]
 
@@ -161,10 +161,4 @@ def save_schedule(path, grid: torch.Tensor | list[float]) -> None:
     values = [float(t) for t in torch.as_tensor(grid, dtype=torch.float64)]
     if len(values) < 2 or any(b >= a for a, b in zip(values, values[1:])):
         raise ValueError("a schedule must hold at least two strictly decreasing times")
-    text = json.dumps(values)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    atomic_write(path, write)
+    atomic_write_text(path, json.dumps(values))

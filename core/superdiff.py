@@ -31,17 +31,16 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from .parameterization import from_x0
 from .processes import Process
 from .schedules import time_grid
-from .utils import coef
 
 __all__ = ["superdiff", "ito_log_density"]
 
 
 def _scores(denoisers, process, x, t):
-    a, s = process.alpha(t), process.sigma(t)
     tb = t.expand(x.shape[0])
-    return [(coef(a, x) * Di(x, tb) - x) / coef(s**2, x) for Di in denoisers]
+    return [from_x0(Di(x, tb), "score", x, tb, process) for Di in denoisers]
 
 
 def _and_weights(logq, S, a_term, b, c):

@@ -79,6 +79,16 @@ def atomic_write(path, write) -> None:
         raise
 
 
+def atomic_write_text(path, text: str) -> None:
+    """``atomic_write`` of a text file (closed before it is synced and renamed)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    atomic_write(path, write)
+
+
 def check_positive_int(name: str, value: Any) -> int:
     """``value`` if it is an int >= 1 (not a bool), else a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
