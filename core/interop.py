@@ -196,9 +196,10 @@ def run_diffusers_scheduler(
         if "generator" not in inspect.signature(scheduler.step).parameters:
             raise ValueError(f"{type(scheduler).__name__}.step takes no generator")
         extra["generator"] = generator
-    for tau in scheduler.timesteps:
+    # the model times of the whole loop at once (time_of_timestep rebuilds the process)
+    times = time_of_timestep(scheduler, scheduler.timesteps.double()).to(x.device)
+    for tau, t in zip(scheduler.timesteps, times):
         x_in = scheduler.scale_model_input(x, tau)
-        t = time_of_timestep(scheduler, tau).to(x.device)
         tb = t.expand(x.shape[0])
         x0 = denoiser(x_in, tb) if cond is None else denoiser(x_in, tb, cond=cond)
         out = from_x0(x0, pred, x_in, tb, process)
