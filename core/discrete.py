@@ -42,7 +42,7 @@ import torch
 
 from .utils import check_positive_int
 
-__all__ = ["MarkovChainOracle", "MaskedDiffusion", "sample_masked"]
+__all__ = ["MarkovChainOracle", "MaskedDiffusion", "sample_masked", "reveal", "reveal_probability"]
 
 _MAX_ENUMERATE = 10**6
 _F64 = torch.float64
@@ -275,6 +275,13 @@ class MaskedDiffusion:
             return 1 - t
         return torch.where(t >= 1, torch.zeros_like(t), torch.cos(0.5 * math.pi * t))
 
+    def t_of_alpha(self, a: Any) -> torch.Tensor:
+        """The inverse of alpha: t with alpha(t) = a, for a in [0, 1] (float64)."""
+        a = torch.as_tensor(a, dtype=_F64).clamp(0, 1)
+        if self.schedule == "linear":
+            return 1 - a
+        return torch.arccos(a) * (2 / math.pi)
+
     def dalpha(self, t: Any) -> torch.Tensor:
         """alpha'(t) (float64)."""
         t = torch.as_tensor(t, dtype=_F64)
@@ -415,41 +422,86 @@ def masked_grid(process: Any, shape: Any, steps: Any, who: str = "sample_masked"
     return 1 - torch.arange(steps + 1, dtype=_F64) / steps
 
 
+def reveal_probability(process: MaskedDiffusion, t: float, s: float) -> float:
+    """P(a position masked at t is revealed by s < t) = (alpha(s) - alpha(t)) / (1 - alpha(t));
+    exactly 1 at s = 0 (alpha(0) = 1), so the last step leaves no mask."""
+    if s <= 0:
+        return 1.0
+    a_t, a_s = float(process.alpha(t)), float(process.alpha(s))
+    return (a_s - a_t) / (1 - a_t)
+
+
+def reveal(
+    x: torch.Tensor, where: torch.Tensor, probs: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """A copy of x with the positions ``where`` (bool, x's shape) drawn from ``probs`` (one
+    row of clean-token probabilities per revealed position, in row-major order)."""
+    x = x.clone()
+    if bool(where.any()):
+        x[where] = torch.multinomial(probs, 1, generator=generator)[:, 0].to(x.device)
+    return x
+
+
+SAMPLERS = ("ancestral", "first-hitting")
+
+
 def sample_masked(
     denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     process: MaskedDiffusion,
     shape: tuple[int, int],
-    steps: int,
+    steps: int | None,
     generator: torch.Generator | None = None,
     temperature: float = 1.0,
     top_p: float = 1.0,
     progress: bool = False,
+    sampler: str = "ancestral",
 ) -> torch.Tensor:
-    """Ancestral sampling of absorbing diffusion from all-masked (t = 1) to clean (t = 0).
+    """Sample absorbing diffusion from all-masked (t = 1) to clean (t = 0).
 
-    Grid t_i = 1 - i / steps. At step i (t = t_i, s = t_{i+1}) the denoiser is called once
-    on the current state, and each still-masked position is revealed with probability
+    ``sampler="ancestral"`` (MDLM / Shi et al. 2024): grid t_i = 1 - i / steps. At step i
+    (t = t_i, s = t_{i+1}) the denoiser is called once on the current state, and each
+    still-masked position is revealed with probability
 
         (alpha(s) - alpha(t)) / (1 - alpha(t))      (= 1 at the last step, alpha(0) = 1),
 
-    its token drawn from the denoiser's probabilities after ``temperature`` and ``top_p``.
+    its token drawn from the denoiser's probabilities. Exactly ``steps`` denoiser calls are
+    made, even when a step reveals nothing (no caching). Positions revealed in the same
+    step are drawn independently from their marginals, so even an exact denoiser samples
+    the joint law only as steps -> infinity (see module doc).
+
+    ``sampler="first-hitting"`` (Zheng et al. 2024, "Masked diffusion models are secretly
+    time-agnostic masked models", first-hitting sampler, their Alg. 1): every call reveals
+    exactly one masked position, chosen uniformly, at the exact time the next of the n
+    masked positions would unmask: the unmask times are iid with CDF 1 - alpha, so
+    1 - alpha(t_next) = (1 - alpha(t)) * u^(1/n), u ~ U(0, 1). L calls in all (``steps``
+    must be None or L); with an exact denoiser the joint law is sampled exactly (the chain
+    rule in a uniformly random order).
+
     Revealed tokens are never changed again (carry-over: the reverse of an absorbing
-    process only unmasks). Exactly ``steps`` denoiser calls are made, even when a step
-    reveals nothing (no caching), and the result contains no mask token.
+    process only unmasks), and the result contains no mask token.
 
     Args:
         denoiser: D(x_t, t) -> probs (B, L, V) over clean tokens; t is float64 (B,).
         process: the ``MaskedDiffusion`` the denoiser was trained for.
         shape: (B, L).
-        steps: the number of steps (= denoiser calls), >= 1.
+        steps: the number of ancestral steps (= denoiser calls), >= 1; None or L for
+            first-hitting.
         generator: the source of all randomness.
         temperature: > 0; probabilities become p^(1/temperature), renormalised.
         top_p: in (0, 1]; nucleus sampling over each position's distribution.
         progress: show a tqdm bar over steps.
-
-    Positions revealed in the same step are drawn independently from their marginals, so
-    even an exact denoiser samples the joint law only as steps -> infinity (see module doc).
+        sampler: "ancestral" or "first-hitting".
     """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown masked sampler {sampler!r}; available: {SAMPLERS}")
+    if sampler == "first-hitting":
+        L = shape[1] if isinstance(shape, (tuple, list, torch.Size)) and len(shape) == 2 else None
+        if steps not in (None, L):
+            raise ValueError(
+                f"sample_masked: first-hitting makes exactly L = {L} calls; pass steps=None "
+                f"or {L}, got {steps!r}"
+            )
+        steps = L if isinstance(L, int) else steps
     ts = masked_grid(process, shape, steps)
     if not temperature > 0 or not math.isfinite(temperature):
         raise ValueError(f"temperature must be finite and > 0, got {temperature}")
@@ -457,22 +509,25 @@ def sample_masked(
         raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
     B, L = shape
     V, mask = process.vocab_size, process.mask_id
-    alphas = process.alpha(ts).tolist()
-    alphas[0], alphas[-1] = 0.0, 1.0  # exact ends: all masked at t = 1, all clean at t = 0
     x = process.prior((B, L))
+    t = torch.ones(B, dtype=_F64)
     it = range(steps)
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(it, desc="masked", leave=False)
     for i in it:
-        t = ts[i].expand(B)
+        if sampler == "ancestral":
+            t = ts[i].expand(B)
         probs = _check_probs(denoiser(x, t), (B, L, V), i)
-        reveal_p = 1.0 if i == steps - 1 else (alphas[i + 1] - alphas[i]) / (1 - alphas[i])
-        u = torch.rand((B, L), generator=generator, dtype=_F64)
-        reveal = (x == mask) & (u < reveal_p)
-        if bool(reveal.any()):
-            p = _temper(probs[reveal], temperature, top_p)
-            x = x.clone()
-            x[reveal] = torch.multinomial(p, 1, generator=generator)[:, 0].to(x.device)
+        if sampler == "ancestral":
+            p = reveal_probability(process, float(ts[i]), float(ts[i + 1]))
+            where = (x == mask) & (torch.rand((B, L), generator=generator, dtype=_F64) < p)
+        else:  # one uniformly chosen masked position per row; L - i are masked
+            score = torch.rand((B, L), generator=generator, dtype=_F64)
+            pick = torch.where(x == mask, score, torch.full_like(score, -1.0)).argmax(1)
+            where = torch.zeros((B, L), dtype=torch.bool).scatter_(1, pick[:, None], True)
+            u = torch.rand(B, generator=generator, dtype=_F64)
+            t = process.t_of_alpha(1 - (1 - process.alpha(t)) * u ** (1.0 / (L - i)))
+        x = reveal(x, where, _temper(probs[where], temperature, top_p), generator)
     return x

@@ -38,7 +38,15 @@ from typing import Any
 
 import torch
 
-from .discrete import MaskedDiffusion, _check_probs, _check_tokens, masked_grid, sample_masked
+from .discrete import (
+    MaskedDiffusion,
+    _check_probs,
+    _check_tokens,
+    masked_grid,
+    reveal,
+    reveal_probability,
+    sample_masked,
+)
 from .processes import Process
 from .samplers import _ddim_step, sample
 from .schedules import time_grid
@@ -144,14 +152,10 @@ def masked_step(process: MaskedDiffusion) -> Step:
     and its token drawn from the denoiser's probabilities ``probs`` (B, L, V)."""
 
     def step(x: torch.Tensor, probs: torch.Tensor, t: torch.Tensor, s: torch.Tensor, generator):
-        a_t, a_s = float(process.alpha(t)), float(process.alpha(s))
-        reveal_p = 1.0 if float(s) <= 0 else (a_s - a_t) / (1 - a_t)
+        p = reveal_probability(process, float(t), float(s))
         u = torch.rand(x.shape, generator=generator, dtype=_F64, device=x.device)
-        reveal = (x == process.mask_id) & (u < reveal_p)
-        x = x.clone()
-        if bool(reveal.any()):
-            x[reveal] = torch.multinomial(probs[reveal], 1, generator=generator)[:, 0]
-        return x
+        where = (x == process.mask_id) & (u < p)
+        return reveal(x, where, probs[where], generator)
 
     return step
 
