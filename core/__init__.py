@@ -12,14 +12,22 @@ from .guidance import cfg, classifier_guidance, combine, concept_blend, dps, rl_
 from .likelihood import bits_per_dim, ode_log_likelihood
 from .losses import diffusion_loss, loss_weight
 from .metrics import sliced_wasserstein
-from .nets import MLP
+from .nets import MLP, UNet
 from .parameterization import PREDICTIONS, Denoiser, from_x0, to_x0
 from .processes import EDM, PFGMPP, VE, VP, Interpolant, Process, SubVP
 from .samplers import register_solver, sample, solvers
 from .schedules import SCHEDULES, time_grid
 from .search import save_schedule, search_schedule
 from .superdiff import ito_log_density, superdiff
-from .svdd import best_of_n, smc_continuous, smc_masked, svdd_continuous, svdd_masked
+from .svdd import (
+    ValueNet,
+    best_of_n,
+    fit_value_mc,
+    smc_continuous,
+    smc_masked,
+    svdd_continuous,
+    svdd_masked,
+)
 from .training import TrainConfig, load_denoiser, train
 
 __all__ = [
@@ -44,6 +52,7 @@ __all__ = [
     "search_schedule",
     "save_schedule",
     "MLP",
+    "UNet",
     "diffusion_loss",
     "ode_log_likelihood",
     "cfg",
@@ -59,6 +68,8 @@ __all__ = [
     "ito_log_density",
     "svdd_continuous",
     "svdd_masked",
+    "fit_value_mc",
+    "ValueNet",
     "smc_continuous",
     "smc_masked",
     "best_of_n",

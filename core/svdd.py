@@ -21,9 +21,10 @@ needs, so it is reused: SVDD with M candidates costs 1 + steps * M evaluations p
 sample, SMC 1 + steps per particle, best-of-N N * steps per output sample.
 
 SVDD-MC (Li et al. 2024) replaces the PM value by a regression model
-v_theta(x_t, t) fitted to the rewards of base-sampler rollouts (``fit_value_mc``, Gaussian
-processes only); ``svdd_continuous(..., value_model=v_theta)`` then costs steps denoiser
-evaluations per sample for any M (value-model calls are not counted).
+v_theta(x_t, t) (``ValueNet``) fitted to the rewards of base-sampler rollouts
+(``fit_value_mc``, Gaussian or masked); ``svdd_continuous`` / ``svdd_masked`` with
+``value_model=v_theta`` then cost steps denoiser evaluations per sample for any M
+(value-model calls are not counted; the rollouts are, by ``fit_value_mc``).
 
 A base step is a callable ``step(x_t, pred_t, t, s, generator) -> x_s`` where ``pred_t`` is
 the denoiser's output at (x_t, t): the DDPM posterior (``ddpm_step``, the default for
@@ -59,6 +60,7 @@ __all__ = [
     "smc_masked",
     "best_of_n",
     "fit_value_mc",
+    "ValueNet",
     "ddpm_step",
     "masked_step",
 ]
@@ -284,11 +286,55 @@ def svdd_continuous(
     return x, D.evals
 
 
+class ValueNet(torch.nn.Module):
+    """A small value model v_theta(x_t, t) -> (n,) for SVDD-MC.
+
+    Continuous states (n, ...) are flattened; token states (n, L) are one-hot encoded over
+    ``num_tokens`` (the clean tokens and the mask). The time is appended as a feature, and
+    an MLP maps to one number. With ``bounds=(lo, hi)`` the output is lo + (hi - lo) *
+    sigmoid(.): a reward with known range (an indicator lies in [0, 1]) then cannot be
+    extrapolated beyond it off the data, which otherwise drags samples off the manifold.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int = 64,
+        depth: int = 2,
+        num_tokens: int | None = None,
+        bounds: tuple[float, float] | None = None,
+    ) -> None:
+        super().__init__()
+        check_positive_int("ValueNet: dim", dim)
+        check_positive_int("ValueNet: depth", depth)
+        if bounds is not None and not bounds[0] < bounds[1]:
+            raise ValueError(f"ValueNet: bounds must be (lo, hi) with lo < hi, got {bounds}")
+        self.num_tokens, self.bounds = num_tokens, bounds
+        width = dim * (num_tokens or 1) + 1
+        layers: list[torch.nn.Module] = []
+        for _ in range(depth):
+            layers += [torch.nn.Linear(width, hidden), torch.nn.SiLU()]
+            width = hidden
+        self.net = torch.nn.Sequential(*layers, torch.nn.Linear(width, 1))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        dtype = self.net[0].weight.dtype
+        if self.num_tokens is not None:
+            h = torch.nn.functional.one_hot(x.long(), self.num_tokens).flatten(1).to(dtype)
+        else:
+            h = x.flatten(1).to(dtype)
+        v = self.net(torch.cat([h, t.to(dtype)[:, None]], 1))[:, 0]
+        if self.bounds is None:
+            return v
+        lo, hi = self.bounds
+        return lo + (hi - lo) * torch.sigmoid(v)
+
+
 def fit_value_mc(
     model: torch.nn.Module,
     denoiser: Callable[..., torch.Tensor],
-    process: Process,
-    x1: torch.Tensor,
+    process: Process | MaskedDiffusion,
+    start: torch.Tensor | tuple[int, int],
     reward: Callable[[torch.Tensor], Any],
     steps: int,
     generator: torch.Generator | None = None,
@@ -300,20 +346,27 @@ def fit_value_mc(
     """Fit the SVDD-MC value v_theta(x_t, t) ~ E[r(x0) | x_t] (Li et al. 2024, SVDD-MC):
     regression of rollout rewards on the states they passed through.
 
-    Rolls out the base DDPM sampler from x1 (B, ...) on ``time_grid(process, steps,
-    schedule)``, labels every visited state (x_t, t) (the start excluded) with the reward of
-    the rollout's end point, and trains ``model(x_t, t) -> (n,)`` (t float64 (n,)) by
-    Adam on the squared error for ``iters`` minibatches of ``batch``. The time grid must be
-    the one SVDD later uses. Returns (model in eval mode, rollout evals = B * steps,
-    final minibatch loss).
+    Rolls out the base sampler (DDPM posterior for a Gaussian process from x1 = ``start``
+    (B, ...) on ``time_grid(process, steps, schedule)``; the reveal step of
+    ``sample_masked`` for a ``MaskedDiffusion`` from the all-masked ``start = (B, L)``),
+    labels every visited state (x_t, t) (the start excluded) with the reward of the
+    rollout's end point, and trains ``model(x_t, t) -> (n,)`` (t float64 (n,)) by Adam on
+    the squared error for ``iters`` minibatches of ``batch``. The grid must be the one SVDD
+    later uses. Returns (model in eval mode, rollout evals = B * steps, final minibatch
+    loss).
     """
     who = "fit_value_mc"
-    ts = _gaussian_setup(process, x1, steps, schedule, who)
     for name, v in (("iters", iters), ("batch", batch)):
         check_positive_int(name, v)
-    D = _Counter(denoiser, _gaussian_check(who), who)
-    step = ddpm_step(process)
-    xs, tt, x = [], [], x1
+    if isinstance(process, MaskedDiffusion):
+        ts = masked_grid(process, start, steps, who)
+        D = _Counter(denoiser, _masked_check(process.vocab_size), who)
+        step, x = masked_step(process), process.prior(tuple(start))
+    else:
+        ts = _gaussian_setup(process, start, steps, schedule, who)
+        D = _Counter(denoiser, _gaussian_check(who), who)
+        step, x = ddpm_step(process), start
+    xs, tt = [], []
     for i in range(steps):
         x = step(x, D(x, ts[i]), ts[i], ts[i + 1], generator)
         xs.append(x)
@@ -345,6 +398,7 @@ def svdd_masked(
     generator: torch.Generator | None = None,
     value: str = "argmax",
     step: Step | None = None,
+    value_model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """SVDD-PM for masked (absorbing) diffusion (Li et al. 2024, SVDD-PM).
 
@@ -355,6 +409,10 @@ def svdd_masked(
     positions, one candidate kept with probability ∝ exp(v / alpha).
 
     Returns ((B, L) long tokens, evals) with evals = B * (1 + steps * M).
+
+    SVDD-MC: with ``value_model`` (v_theta(x_t, t) on tokens, e.g. a ``ValueNet`` with
+    ``num_tokens = process.num_tokens`` fitted by ``fit_value_mc``) the candidates are
+    scored by it and evals = B * steps.
     """
     who = "svdd_masked"
     M, alpha = check_positive_int("M", M), _check_alpha(alpha)
@@ -362,7 +420,16 @@ def svdd_masked(
     D = _Counter(denoiser, _masked_check(process.vocab_size), who)
     v = _masked_value(reward, value, process.mask_id, who)
     x = _svdd_loop(
-        D, process.prior(tuple(shape)), ts, step or masked_step(process), v, M, alpha, generator
+        D,
+        process.prior(tuple(shape)),
+        ts,
+        step or masked_step(process),
+        v,
+        M,
+        alpha,
+        generator,
+        value_model,
+        who,
     )
     return _check_tokens(x, process.vocab_size, "svdd_masked output"), D.evals
 

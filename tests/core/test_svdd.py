@@ -13,6 +13,7 @@ import torch
 
 from diffsci.core import VP, GaussianMixture, MarkovChainOracle, MaskedDiffusion
 from diffsci.core.svdd import (
+    ValueNet,
     best_of_n,
     fit_value_mc,
     smc_continuous,
@@ -175,23 +176,6 @@ def test_errors(chain, gmm_setup):
         svdd_masked(Dm, vp, (4, 4), count_zeros, 2, 1.0, 3)
 
 
-class _BoundedValue(torch.nn.Module):
-    """v_theta(x, t) = sigmoid(MLP(x, t)): an indicator's value lies in [0, 1]."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(3, 64),
-            torch.nn.SiLU(),
-            torch.nn.Linear(64, 64),
-            torch.nn.SiLU(),
-            torch.nn.Linear(64, 1),
-        )
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(torch.cat([x, t[:, None].to(x.dtype)], 1)))[:, 0]
-
-
 def test_svdd_mc_value_model(gmm_setup):
     """SVDD-MC: a value regressed on 1000 DDPM rollouts (40 steps, 400 Adam steps, final MSE
     0.085), same half-plane task as above. Measured (prior seeds 1-3): mean reward M = 1, 4,
@@ -201,7 +185,7 @@ def test_svdd_mc_value_model(gmm_setup):
     extrapolated v > 1 beyond the data and dragged samples off the manifold (log p -5.2)."""
     gmm, proc, D = gmm_setup
     torch.manual_seed(0)
-    model = _BoundedValue().to(f64)
+    model = ValueNet(2, bounds=(0.0, 1.0)).to(f64)  # an indicator lies in [0, 1]
     model, evals, loss = fit_value_mc(
         model, D, proc, proc.prior((1000, 2), gen(11), f64), half_plane, 40, gen(12), iters=400
     )
@@ -213,3 +197,27 @@ def test_svdd_mc_value_model(gmm_setup):
     assert float(gmm.log_prob(x).mean()) > -1.9
     with pytest.raises(ValueError, match="value_model returned"):
         svdd_continuous(D, proc, x1, half_plane, 2, 0.1, 3, value_model=lambda x, t: x)
+
+
+def test_svdd_mc_masked(chain):
+    """SVDD-MC on tokens: a ValueNet (one-hot, bounded to the reward's range [0, 4]) fitted
+    on 1000 rollouts of 8 reveal steps (300 Adam steps, final MSE 0.22). Measured TV to the
+    tilted target at M = 1 / 4 / 16: 0.530 / 0.159 / 0.079 at 8 denoiser calls per sample
+    for every M (SVDD-PM needs 129 for 0.043 at M = 16). Thresholds: falls with M, below
+    0.12 at M = 16, at the plain sampler's budget."""
+    oracle, proc, tv = chain
+    D = oracle.denoiser()
+    torch.manual_seed(0)
+    model = ValueNet(4, num_tokens=proc.num_tokens, bounds=(0.0, 4.0)).to(f64)
+    model, evals, loss = fit_value_mc(
+        model, D, proc, (1000, 4), count_zeros, STEPS, gen(11), iters=300
+    )
+    assert evals == 1000 * STEPS and loss < 0.3
+    tvs = []
+    for M in (1, 4, 16):
+        x, evals = svdd_masked(
+            D, proc, (N, 4), count_zeros, M, ALPHA, STEPS, gen(10), value_model=model
+        )
+        assert evals == N * STEPS
+        tvs.append(tv(x))
+    assert tvs == sorted(tvs, reverse=True) and tvs[-1] < 0.12, tvs
