@@ -1,0 +1,169 @@
+"""Real grayscale photographs that ship with scikit-image, with a fixed train / test split.
+
+Every image comes from ``skimage.data`` and loads without a network (each was checked
+with the network blocked; ``brain``, ``cells3d``, ``eagle``, ``kidney``, ``lily``, ...
+need a pooch download and are not used; ``cat`` is the same picture as ``chelsea``).
+Images are converted to grayscale (ITU-R 601 luma via ``skimage.color.rgb2gray``) and
+mapped from [0, 1] to [-1, 1].
+
+The split is fixed and by whole image, so no test pixel is ever seen in training:
+
+- ``HELDOUT``: camera (a portrait outdoors: edges, grass texture, flat sky), astronaut
+  (a face, a flag, a space suit: smooth shading and sharp detail) and coffee (a cup on
+  a wooden table: curved edges and wood grain). Used only by :func:`heldout_images`.
+- ``TRAINING``: the other 14 photographs and micrographs, from smooth to textured and
+  from natural to man-made: brick, cell, chelsea, clock, coins, grass, gravel,
+  hubble_deep_field, immunohistochemistry, moon, page, retina, rocket, text.
+  (The synthetic images - binary_blobs, checkerboard, colorwheel, horse, logo,
+  shepp_logan_phantom - and the 102-pixel microaneurysms are left out.)
+
+Scale: the test images are the held-out photographs resized (with anti-aliasing) so
+that their short side is ``TEST_SHORT_SIDE = 128`` pixels; the central 128x128 square
+is cut into four 64x64 quadrants, so each test image shows a quarter of a scene, as a
+64x64 crop of a 128-pixel thumbnail. The prior is trained on 32x32 patches of the
+training images resized to short sides ``TRAIN_SHORT_SIDES = (128, 192)``: the test
+scale itself, plus one coarser-than-test scale (1.5x more pixels per object) that
+doubles the number of distinct patches while keeping the edge and texture statistics
+close to those of the test crops (natural images are nearly scale invariant). Random
+horizontal and vertical flips augment the patches.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+__all__ = [
+    "HELDOUT",
+    "TRAINING",
+    "TEST_SHORT_SIDE",
+    "TRAIN_SHORT_SIDES",
+    "load_image",
+    "training_images",
+    "training_patches",
+    "heldout_images",
+]
+
+HELDOUT = ("camera", "astronaut", "coffee")
+TRAINING = (
+    "brick",
+    "cell",
+    "chelsea",
+    "clock",
+    "coins",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "moon",
+    "page",
+    "retina",
+    "rocket",
+    "text",
+)
+TEST_SHORT_SIDE = 128
+TRAIN_SHORT_SIDES = (128, 192)
+CROPS_PER_IMAGE = 4
+
+
+def _skimage():
+    try:
+        import skimage.color
+        import skimage.data
+        import skimage.transform
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "diffsci.restoration.data needs scikit-image: pip install 'scikit-image>=0.21' "
+            "(or pip install 'diffsci[restoration]')"
+        ) from err
+    return skimage
+
+
+@functools.cache
+def load_image(name: str, short_side: int | None = None) -> np.ndarray:
+    """``skimage.data.<name>()`` as a float32 grayscale array in [-1, 1], resized with
+    anti-aliasing so that its short side is ``short_side`` pixels (None, or an image
+    already smaller: full size, never upscaled).
+
+    The returned array is cached: treat it as read-only.
+    """
+    if name not in HELDOUT + TRAINING:
+        raise ValueError(f"unknown image {name!r}; use one of {HELDOUT + TRAINING}")
+    sk = _skimage()
+    img = np.asarray(getattr(sk.data, name)())
+    if img.ndim == 3:
+        img = sk.color.rgb2gray(img[..., :3])  # float in [0, 1]
+    elif img.dtype == np.uint8:
+        img = img.astype(np.float64) / 255.0
+    img = np.asarray(img, dtype=np.float64)
+    if short_side is not None and short_side < min(img.shape):
+        h, w = img.shape
+        scale = short_side / min(h, w)
+        shape = (max(short_side, round(h * scale)), max(short_side, round(w * scale)))
+        img = sk.transform.resize(img, shape, order=1, anti_aliasing=True, mode="reflect")
+    out = (2.0 * np.clip(img, 0.0, 1.0) - 1.0).astype(np.float32)
+    out.setflags(write=False)
+    return out
+
+
+def training_images() -> list[torch.Tensor]:
+    """The training images at every scale of ``TRAIN_SHORT_SIDES``, each (H, W) in [-1, 1]."""
+    return [
+        torch.from_numpy(load_image(name, s).copy()) for s in TRAIN_SHORT_SIDES for name in TRAINING
+    ]
+
+
+@functools.lru_cache(maxsize=1)
+def _training_images() -> tuple[torch.Tensor, ...]:
+    return tuple(training_images())
+
+
+def training_patches(
+    n: int, size: int = 32, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``n`` random ``size`` x ``size`` patches (n, 1, size, size) of the training images.
+
+    Each patch picks an (image, scale) pair uniformly, a position uniformly inside it and
+    independent horizontal and vertical flips, all drawn from ``generator``: the same
+    generator state gives the same batch.
+    """
+    images = _training_images()
+    if n < 1 or size < 1:
+        raise ValueError(f"need n >= 1 and size >= 1, got n={n}, size={size}")
+    if size > min(min(im.shape) for im in images):
+        raise ValueError(f"patch size {size} exceeds the smallest training image")
+    u = torch.rand(n, 5, generator=generator, dtype=torch.float64)
+    out = torch.empty(n, 1, size, size)
+    for k in range(n):
+        im = images[int(u[k, 0] * len(images))]
+        i = int(u[k, 1] * (im.shape[0] - size + 1))
+        j = int(u[k, 2] * (im.shape[1] - size + 1))
+        p = im[i : i + size, j : j + size]
+        if u[k, 3] < 0.5:
+            p = p.flip(1)
+        if u[k, 4] < 0.5:
+            p = p.flip(0)
+        out[k, 0] = p
+    return out
+
+
+def heldout_images(size: int = 64) -> torch.Tensor:
+    """The test set: (3 * 4, 1, size, size) crops of the held-out images in [-1, 1].
+
+    Each of ``HELDOUT`` (in that order) is resized to short side ``TEST_SHORT_SIDE *
+    size / 64`` and its central square is cut into four quadrants (top-left, top-right,
+    bottom-left, bottom-right). Deterministic: no randomness is involved.
+    """
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    side = TEST_SHORT_SIDE * size // 64
+    crops = []
+    for name in HELDOUT:
+        im = load_image(name, side)
+        i0, j0 = (im.shape[0] - 2 * size) // 2, (im.shape[1] - 2 * size) // 2
+        for di in (0, size):
+            for dj in (0, size):
+                crops.append(im[i0 + di : i0 + di + size, j0 + dj : j0 + dj + size])
+    return torch.from_numpy(np.stack(crops)[:, None].copy())
