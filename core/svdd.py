@@ -63,6 +63,9 @@ __all__ = [
     "ValueNet",
     "ddpm_step",
     "masked_step",
+    "CountingDenoiser",
+    "check_gaussian_output",
+    "select_in_groups",
 ]
 
 Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Any], torch.Tensor]
@@ -94,27 +97,36 @@ def _call_reward(reward: Callable[[torch.Tensor], Any], x: torch.Tensor, who: st
     return r
 
 
-class _Counter:
-    """Calls the denoiser with a float64 time per row, checks its output, counts rows."""
+class CountingDenoiser:
+    """A denoiser that counts its evaluations: calls D(x, t) with a float64 time per row,
+    checks the output with ``check(out, x)`` (default: same shape as x, finite) and adds
+    the batch size to ``evals``. No autograd graph unless called with ``grad=True``
+    (gradient-guided samplers differentiate through it)."""
 
-    def __init__(self, denoiser: Callable[..., torch.Tensor], check: Callable, who: str) -> None:
-        self.denoiser, self.check, self.who, self.evals = denoiser, check, who, 0
+    def __init__(
+        self, denoiser: Callable[..., torch.Tensor], check: Callable | None = None, who: str = ""
+    ) -> None:
+        self.denoiser, self.who, self.evals = denoiser, who, 0
+        self.check = check or check_gaussian_output(who)
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, grad: bool = False) -> torch.Tensor:
         self.evals += x.shape[0]
         tb = torch.as_tensor(t, dtype=_F64, device=x.device).expand(x.shape[0])
-        with torch.no_grad():
+        with torch.set_grad_enabled(grad):
             return self.check(self.denoiser(x, tb), x)
 
 
-def _gaussian_check(who: str) -> Callable:
+def check_gaussian_output(who: str) -> Callable:
+    """The output check of a data-prediction denoiser: x's shape, finite values (detached
+    unless autograd is on)."""
+
     def check(out: Any, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"{who}: the denoiser returned {got}, expected {tuple(x.shape)}")
         if not bool(torch.isfinite(out).all()):
             raise FloatingPointError(f"{who}: the denoiser returned NaN/Inf")
-        return out.detach()
+        return out if torch.is_grad_enabled() else out.detach()
 
     return check
 
@@ -126,10 +138,11 @@ def _masked_check(vocab: int) -> Callable:
     return check
 
 
-def _select(
+def select_in_groups(
     logits: torch.Tensor, groups: int, size: int, draws: int, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """Flat row indices: ``draws`` multinomial picks per group from softmax(logits) (G*size,)."""
+    """Multinomial resampling within groups: flat row indices of ``draws`` picks per group
+    from softmax(logits) over each group's ``size`` consecutive rows (logits: (G*size,))."""
     p = torch.softmax(logits.view(groups, size), 1)
     idx = torch.multinomial(p, draws, replacement=True, generator=generator)
     return (idx + size * torch.arange(groups, device=idx.device)[:, None]).reshape(-1)
@@ -198,7 +211,7 @@ def _svdd_loop(D, x, ts, step, value, M, alpha, generator, value_model=None, who
             v = value(pc, cand, generator)
         else:
             v = _call_value_model(value_model, cand, s, who)
-        keep = _select(v / alpha, B, M, 1, generator) if M > 1 else torch.arange(B)
+        keep = select_in_groups(v / alpha, B, M, 1, generator) if M > 1 else torch.arange(B)
         x = cand[keep]
         if i < len(ts) - 2:
             pred = pc[keep] if value_model is None else D(x, s)
@@ -226,7 +239,7 @@ def _smc_loop(D, x, ts, step, value, K, alpha, generator):
         x = step(x, pred, t, s, generator)
         pred = D(x, s)
         v_s = value(pred, x, generator)
-        keep = _select((v_s - v) / alpha, G, K, K, generator)
+        keep = select_in_groups((v_s - v) / alpha, G, K, K, generator)
         x, pred, v = x[keep], pred[keep], v_s[keep]
     return x
 
@@ -270,7 +283,7 @@ def svdd_continuous(
     who = "svdd_continuous"
     M, alpha = check_positive_int("M", M), _check_alpha(alpha)
     ts = _gaussian_setup(process, x1, steps, schedule, who)
-    D = _Counter(denoiser, _gaussian_check(who), who)
+    D = CountingDenoiser(denoiser, check_gaussian_output(who), who)
     x = _svdd_loop(
         D,
         x1,
@@ -360,11 +373,11 @@ def fit_value_mc(
         check_positive_int(name, v)
     if isinstance(process, MaskedDiffusion):
         ts = masked_grid(process, start, steps, who)
-        D = _Counter(denoiser, _masked_check(process.vocab_size), who)
+        D = CountingDenoiser(denoiser, _masked_check(process.vocab_size), who)
         step, x = masked_step(process), process.prior(tuple(start))
     else:
         ts = _gaussian_setup(process, start, steps, schedule, who)
-        D = _Counter(denoiser, _gaussian_check(who), who)
+        D = CountingDenoiser(denoiser, check_gaussian_output(who), who)
         step, x = ddpm_step(process), start
     xs, tt = [], []
     for i in range(steps):
@@ -417,7 +430,7 @@ def svdd_masked(
     who = "svdd_masked"
     M, alpha = check_positive_int("M", M), _check_alpha(alpha)
     ts = masked_grid(process, shape, steps, who)
-    D = _Counter(denoiser, _masked_check(process.vocab_size), who)
+    D = CountingDenoiser(denoiser, _masked_check(process.vocab_size), who)
     v = _masked_value(reward, value, process.mask_id, who)
     x = _svdd_loop(
         D,
@@ -462,7 +475,7 @@ def smc_continuous(
     ts = _gaussian_setup(process, x1, steps, schedule, who)
     if x1.shape[0] % K:
         raise ValueError(f"{who}: the batch {x1.shape[0]} is not a multiple of K = {K}")
-    D = _Counter(denoiser, _gaussian_check(who), who)
+    D = CountingDenoiser(denoiser, check_gaussian_output(who), who)
     x = _smc_loop(
         D, x1, ts, step or ddpm_step(process), _gaussian_value(reward, who), K, alpha, generator
     )
@@ -493,7 +506,7 @@ def smc_masked(
     ts = masked_grid(process, shape, steps, who)
     if shape[0] % K:
         raise ValueError(f"{who}: the batch {shape[0]} is not a multiple of K = {K}")
-    D = _Counter(denoiser, _masked_check(process.vocab_size), who)
+    D = CountingDenoiser(denoiser, _masked_check(process.vocab_size), who)
     v = _masked_value(reward, value, process.mask_id, who)
     x = _smc_loop(
         D, process.prior(tuple(shape)), ts, step or masked_step(process), v, K, alpha, generator
@@ -534,14 +547,14 @@ def best_of_n(
         rows = start[0]
         if rows % n:
             raise ValueError(f"{who}: the batch {rows} is not a multiple of n = {n}")
-        D = _Counter(denoiser, _masked_check(process.vocab_size), who)
+        D = CountingDenoiser(denoiser, _masked_check(process.vocab_size), who)
         x = sample_masked(D, process, tuple(start), steps, generator=generator)
     else:
         _gaussian_setup(process, start, steps, schedule, who)
         rows = start.shape[0]
         if rows % n:
             raise ValueError(f"{who}: the batch {rows} is not a multiple of n = {n}")
-        D = _Counter(denoiser, _gaussian_check(who), who)
+        D = CountingDenoiser(denoiser, check_gaussian_output(who), who)
         x = sample(
             D, process, start, solver=solver, nfe=steps, schedule=schedule, generator=generator
         )
@@ -550,5 +563,5 @@ def best_of_n(
     if alpha is None:
         keep = r.view(G, n).argmax(1) + n * torch.arange(G)
     else:
-        keep = _select(r / alpha, G, n, 1, generator)
+        keep = select_in_groups(r / alpha, G, n, 1, generator)
     return x[keep], D.evals
