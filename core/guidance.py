@@ -182,19 +182,28 @@ def dps(
     if noise_std is not None and not (isinstance(noise_std, (int, float)) and noise_std > 0):
         raise ValueError(f"dps: noise_std must be a positive number or None, got {noise_std!r}")
 
-    def log_likelihood(x, t, cond):
-        x0 = denoiser(x, t)
-        ax = operator(x0)
-        if ax.shape != y.shape:
-            raise ValueError(
-                f"dps: the operator returned shape {tuple(ax.shape)}, y has {tuple(y.shape)}"
-            )
-        res = (y.to(ax.dtype) - ax).reshape(ax.shape[0], -1)
-        if noise_std is not None:
-            return -0.5 * res.square().sum(1) / noise_std**2
-        return -res.norm(dim=1)
+    w = _check_weight("the DPS scale", scale)
 
-    return classifier_guidance(denoiser, process, log_likelihood, scale)
+    def D(x: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        tb = batch_time(t, x)
+        with torch.enable_grad():  # one evaluation: x0_hat is both the output and the forecast
+            xg = x.detach().requires_grad_(True)
+            x0 = denoiser(xg, t)
+            ax = operator(x0)
+            if ax.shape != y.shape:
+                raise ValueError(
+                    f"dps: the operator returned shape {tuple(ax.shape)}, y has {tuple(y.shape)}"
+                )
+            res = (y.to(ax.dtype) - ax).reshape(ax.shape[0], -1)
+            if noise_std is not None:
+                ll = -0.5 * res.square().sum(1) / noise_std**2
+            else:
+                ll = -res.norm(dim=1)
+            (grad,) = torch.autograd.grad(ll.sum(), xg)
+        a, s = process.alpha(tb), process.sigma(tb)
+        return x0.detach() + coef(w * s**2 / a, x) * grad
+
+    return D
 
 
 def black_scholes_call(spot, strike, rate, sigma, maturity, official: bool = False):

@@ -15,6 +15,17 @@ from .operators import (
     motion_kernel,
     random_mask,
 )
+from .oracle import OracleProblem, mcgdiff_prior, mcgdiff_problem
+from .posterior import (
+    POSTERIOR_SAMPLERS,
+    Posterior,
+    check_problem,
+    ddrm,
+    dps,
+    pigdm,
+    posterior_sample,
+    register_posterior,
+)
 
 __all__ = [
     "LinearOperator",
@@ -29,4 +40,15 @@ __all__ = [
     "gaussian_kernel",
     "motion_kernel",
     "bicubic_matrix",
+    "OracleProblem",
+    "mcgdiff_prior",
+    "mcgdiff_problem",
+    "Posterior",
+    "POSTERIOR_SAMPLERS",
+    "register_posterior",
+    "posterior_sample",
+    "check_problem",
+    "dps",
+    "ddrm",
+    "pigdm",
 ]
