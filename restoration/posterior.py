@@ -204,7 +204,9 @@ def ddrm(
     - s_i c >= sigma_y:           (1 - eta_b) x0_i + eta_b y_bar_i
                                   + sqrt(c^2 - eta_b^2 sigma_y^2 / s_i^2) z.
 
-    Defaults eta = 0.85, eta_b = 1 as the paper's code. Needs an operator with an SVD.
+    Defaults eta = 0.85, eta_b = 1 as the paper's code. The last step goes to c = 0 (the
+    clean estimate; with sigma_y = 0 the observed coordinates then equal y exactly).
+    Needs an operator with an SVD.
     Costs ``steps`` evaluations per sample.
     """
     who = "ddrm"
@@ -220,6 +222,8 @@ def ddrm(
         t, t_next = ts[i], ts[i + 1]
         a, sg = float(process.alpha(t)), float(process.sigma(t))
         a_n, sg_n = float(process.alpha(t_next)), float(process.sigma(t_next))
+        if i == steps - 1:  # the last step lands on clean data (c = 0), as DDRM's x0 output
+            a_n, sg_n = 1.0, 0.0
         x0 = D(x, t)
         eps = (x - a * x0) / sg
         c = sg_n / a_n
@@ -259,7 +263,8 @@ def pigdm(
 
     computed with A's SVD and one vector-Jacobian product, guides the data prediction:
     x0_guided = x0_hat + scale * (sigma_t^2 / alpha_t) g, followed by a DDIM(eta) step
-    (eta = 1: the DDPM posterior). Costs ``steps`` evaluations per sample.
+    (eta = 1: the DDPM posterior); the last step returns the guided clean estimate.
+    Costs ``steps`` evaluations per sample.
     """
     who = "pigdm"
     Y, K = check_problem(process, A, y, x1, steps, who)
@@ -281,5 +286,6 @@ def pigdm(
         v = A.V(s * res / (r2 * s**2 + A.sigma_y**2))  # A^T (r^2 AA^T + sigma_y^2)^-1 res
         (g,) = torch.autograd.grad(x0, xg, v.detach())
         x0 = x0.detach() + scale * float(sg**2 / a) * g
-        x = _ddim_step(process, x, x0, t, t_next, eta, generator)
+        last = i == steps - 1  # the last step returns the guided clean estimate
+        x = x0 if last else _ddim_step(process, x, x0, t, t_next, eta, generator)
     return Posterior(x.detach(), y.shape[0], D.evals)
