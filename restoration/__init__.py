@@ -26,6 +26,7 @@ from .posterior import (
     posterior_sample,
     register_posterior,
 )
+from .reddiff import reddiff, reddiff_loss, snr_weight
 
 __all__ = [
     "LinearOperator",
@@ -51,4 +52,7 @@ __all__ = [
     "dps",
     "ddrm",
     "pigdm",
+    "reddiff",
+    "reddiff_loss",
+    "snr_weight",
 ]
