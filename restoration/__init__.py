@@ -1,6 +1,7 @@
 """diffsci.restoration: measurement operators and posterior samplers for super-resolution,
 inpainting, deblurring and denoising (RED-Diff, ensemble SMC, DPS)."""
 
+from .cow import cow, cow_levels
 from .operators import (
     Blur,
     Denoising,
@@ -55,4 +56,6 @@ __all__ = [
     "reddiff",
     "reddiff_loss",
     "snr_weight",
+    "cow",
+    "cow_levels",
 ]
