@@ -1,6 +1,7 @@
 """diffsci.restoration: measurement operators and posterior samplers for super-resolution,
 inpainting, deblurring and denoising (RED-Diff, ensemble SMC, DPS)."""
 
+from .bcdm import BoundarySearch, boundary_scores, sample_with_boundary, search_boundary
 from .cow import cow, cow_levels
 from .operators import (
     Blur,
@@ -58,4 +59,8 @@ __all__ = [
     "snr_weight",
     "cow",
     "cow_levels",
+    "BoundarySearch",
+    "boundary_scores",
+    "search_boundary",
+    "sample_with_boundary",
 ]
