@@ -94,7 +94,7 @@ def cow(
     none), ``eta_final`` the DDIM eta of the final descent, ``fill_value`` the background
     of the seed image ``A.fill(y, fill_value)``, ``paste`` whether the output's observed
     entries are set to y. ``x1`` (scaled to unit variance) is the noise of the first
-    re-noising; later ones come from ``generator``.
+    re-noising (unused when ``cycles=0``); later ones come from ``generator``.
 
     Evaluations: the inversion costs ``high`` levels once per measurement (shared by its K
     rows), then each row costs cycles * (high - low) + low: G * h + G * K * (c (h - l) + l)
