@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-figure", action="store_true", help="skip the PNG figure")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
+    from diffsci.restoration.cli import add_parser as add_restore
+
+    add_restore(sub)
     return parser
 
 
