@@ -29,6 +29,7 @@ from .posterior import (
     register_posterior,
 )
 from .reddiff import reddiff, reddiff_loss, snr_weight
+from .smc import afdps, mcgdiff
 
 __all__ = [
     "LinearOperator",
@@ -63,4 +64,6 @@ __all__ = [
     "boundary_scores",
     "search_boundary",
     "sample_with_boundary",
+    "mcgdiff",
+    "afdps",
 ]
