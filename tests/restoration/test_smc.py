@@ -6,10 +6,11 @@ and its resampling, evaluation accounting and option errors."""
 import pytest
 import torch
 
-from diffsci.core import VP, sliced_wasserstein
+from diffsci.core import VP, GaussianMixture, sliced_wasserstein
 from diffsci.restoration import (
     POSTERIOR_SAMPLERS,
     Dense,
+    Inpainting,
     LinearOperator,
     Posterior,
     mcgdiff_problem,
@@ -95,6 +96,26 @@ def test_error_falls_with_particles(method):
             e += float((r.mean() - m_exact).norm(dim=1).square().mean().sqrt()) / 2
         err[K] = e
     assert err[128] < 0.6 * err[8], err
+
+
+@pytest.mark.parametrize("method", ["mcgdiff", "afdps"])
+def test_image_shaped_inpainting_groups(method):
+    """Images (1, 4, 4), a random mask with sigma_y = 0.1 and a random 3-component prior, two
+    measurements with K = 300 particles each, 50 steps: each group's weighted mean against
+    its exact posterior mean. Measured max error: mcgdiff 0.09, afdps 0.04 (the prior mean
+    is 3.2 away). Bound 0.4."""
+    prior = GaussianMixture.random(3, 16, generator=gen(0))
+    A = Inpainting(torch.rand(1, 4, 4, generator=gen(1)) > 0.5, sigma_y=0.1)
+    p = VP()
+    y = A.measure(prior.sample(2, gen(2)).reshape(2, 1, 4, 4), gen(3))
+    x1 = p.prior((600, 1, 4, 4), generator=gen(4), dtype=f64)
+    exact = []
+    for g in range(2):
+        post = prior.posterior(A.matrix(), y[g].reshape(-1), 0.1)
+        exact.append((post.weights[:, None] * post.means).sum(0))
+    r = posterior_sample(method, prior.denoiser(p), p, A, y, x1, 50, gen(5))
+    assert r.x.shape == (600, 1, 4, 4) and r.groups == 2 and r.evals == 600 * 50
+    assert float((r.mean().reshape(2, -1) - torch.stack(exact)).abs().max()) < 0.4
 
 
 def test_weighted_ensemble_and_resampling():
