@@ -287,7 +287,7 @@ def afdps(
     ess_threshold: float = 0.5,
     discretization: str = "exact",
     corrector_steps: int = 1,
-    langevin_step: float = 0.1,
+    langevin_step: float = 0.5,
 ) -> Posterior:
     """AFDPS (Chen, Ren, Min, Ying & Izzo, "Solving Inverse Problems via Diffusion-Based
     Priors: An Approximation-Free Ensemble Sampling Approach", 2025, Alg. 1; the update
@@ -318,6 +318,9 @@ def afdps(
     - ``variant="ode"``: v = 0 (probability flow, H = g^2/2 grad log p_t, log w rate
       -H . grad mu_y), followed by ``corrector_steps`` Langevin steps on pi_{t_next}
       (step ``langevin_step`` * c_next^2, no weight change), each costing one evaluation.
+      The default step 0.5 was the best of 0.1 / 0.5 / 1.0 on the oracle (summed SW over
+      9 problems 19.0 / 14.3 / 11.3, but 1.0 lost on 3 of them); the corrector is
+      unadjusted, so its bias is not reweighted away.
 
     Here lap mu_y = tr(A^T A) / sigma_y^2 is a constant (mu_y is evaluated at the noisy
     state, as the paper does for linear operators), so no Jacobian trace of the denoiser is

@@ -45,7 +45,7 @@ def problem():
 def test_against_the_exact_posterior(problem, method, options, steps, bound):
     """One group of K = 500 particles, 100 evaluations per particle (the ODE variant: 50
     steps with one Langevin corrector each), 500 resampled draws. Measured SW: mcgdiff
-    0.18, afdps 0.30, afdps-ode 0.22; DDRM 0.16, PiGDM 0.95 at the same budget; prior 18.1;
+    0.18, afdps 0.30, afdps-ode 0.17; DDRM 0.16, PiGDM 0.95 at the same budget; prior 18.1;
     two exact sets 0.07. Bounds 0.5 / 0.6 (< prior / 5)."""
     P, sw = problem
     p = VP()
