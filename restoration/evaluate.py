@@ -9,6 +9,9 @@ projections) to as many exact posterior samples; mean and standard error over se
 SMC methods run groups of K particles, each group resampled to K equally weighted
 draws, so that every method spends the same denoiser evaluations per returned sample.
 
+``particles``: MCGdiff and AFDPS at d = 8 as the particles per group K grow, with the
+total number of particles (and so of denoiser evaluations) fixed.
+
 ``images``: the held-out 64x64 crops (``restoration.data.heldout_images``) under the
 four tasks of ``restoration.tasks``; PSNR and SSIM (skimage.metrics, data range 2) and
 seconds per image for every diffusion method with the committed prior
@@ -44,8 +47,8 @@ ORACLE_METHODS: dict[str, tuple[int | None, dict[str, Any]]] = {
     "ddrm": (None, {}),
     "pigdm": (None, {}),
     "reddiff": (None, {}),
-    "mcgdiff": (32, {}),
-    "afdps": (32, {}),
+    "mcgdiff": (64, {}),
+    "afdps": (64, {}),
 }
 
 # task -> the diffusion methods run on it (cow only inpaints), and its classical baselines
@@ -142,6 +145,58 @@ def oracle_markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def particles_benchmark(
+    d: int = 8,
+    dys=(1, 2, 4),
+    Ks=(8, 32, 128, 512),
+    seeds: int = 10,
+    samples: int = 512,
+    steps: int = 100,
+    methods=("mcgdiff", "afdps"),
+) -> dict[str, Any]:
+    """SW of the SMC samplers as particles per group grow, at a fixed total of ``samples``
+    particles (groups x K), i.e. at a fixed budget of denoiser evaluations."""
+    rows = []
+    for dy in dys:
+        for m in methods:
+            for K in Ks:
+                v = []
+                for s in range(seeds):
+                    P = mcgdiff_problem(d, dy, 1000 * d + 10 * dy + s)
+                    exact = P.posterior.sample(samples, _gen(s))
+                    x, _ = _run_oracle(m, K, {}, P, samples, steps, s)
+                    v.append(float(sliced_wasserstein(x, exact, 100, _gen(0))))
+                t = torch.tensor(v, dtype=_F64)
+                rows.append(
+                    {
+                        "d": d,
+                        "d_y": dy,
+                        "method": m,
+                        "K": K,
+                        "sw_mean": float(t.mean()),
+                        "sw_se": float(t.std() / math.sqrt(len(t))),
+                    }
+                )
+        print(f"  particles d_y={dy} done", flush=True)
+    return {"seeds": seeds, "samples": samples, "steps": steps, "rows": rows}
+
+
+def particles_markdown(res: dict[str, Any]) -> str:
+    Ks = list(dict.fromkeys(r["K"] for r in res["rows"]))
+    lines = [
+        "| d_y | method | " + " | ".join(f"K = {K}" for K in Ks) + " |",
+        "|" + "---|" * (len(Ks) + 2),
+    ]
+    for dy, m in dict.fromkeys((r["d_y"], r["method"]) for r in res["rows"]):
+        cells = [
+            f"{r['sw_mean']:.2f} ± {r['sw_se']:.2f}"
+            for r in res["rows"]
+            if (r["d_y"], r["method"]) == (dy, m)
+        ]
+        lines.append(f"| {dy} | {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _psnr_ssim(x: torch.Tensor, xh: torch.Tensor) -> tuple[float, float]:
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
@@ -209,7 +264,7 @@ def image_markdown(res: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m diffsci.restoration.evaluate")
-    ap.add_argument("--part", choices=("oracle", "images", "all"), default="all")
+    ap.add_argument("--part", choices=("oracle", "particles", "images", "all"), default="all")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--samples", type=int, default=512)
     ap.add_argument("--steps", type=int, default=100)
@@ -223,6 +278,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.part in ("oracle", "all"):
         out["oracle"] = oracle_benchmark(args.dims, (1, 2, 4), args.seeds, args.samples, args.steps)
         print(oracle_markdown(out["oracle"]) + "\n")
+    if args.part in ("particles", "all"):
+        out["particles"] = particles_benchmark(
+            seeds=args.seeds, samples=args.samples, steps=args.steps
+        )
+        print(particles_markdown(out["particles"]) + "\n")
     if args.part in ("images", "all"):
         out["images"] = image_benchmark(images=args.images, steps=args.steps)
         print(image_markdown(out["images"]) + "\n")
