@@ -1,1 +1,5 @@
-"""diffsci.timeseries: TSDiff forecasting, refinement and synthesis on GluonTS. Not built yet."""
+"""diffsci.timeseries: TSDiff forecasting, refinement and synthesis on GluonTS."""
+
+from .data import DATASETS, TSDataset, dataset_info, load_dataset
+
+__all__ = ["DATASETS", "TSDataset", "dataset_info", "load_dataset"]
