@@ -13,6 +13,7 @@ from diffsci.timeseries.model import (
     S4DKernel,
     TSDiffNet,
     fft_conv,
+    forecast,
     linear_beta_alphas_cumprod,
     make_window,
     mean_scale,
@@ -162,3 +163,21 @@ def test_window_sampler_scales_each_context():
     assert torch.allclose(w[:, :12, 0].abs().mean(1), torch.ones(64), atol=1e-5)
     w2 = sampler(64, torch.Generator().manual_seed(0))
     assert torch.equal(w, w2)  # one generator, one result
+
+
+@pytest.mark.parametrize("solver,nfe", [("ddpm", None), ("ddim", 5)])
+def test_forecast_shapes_and_seed(solver, nfe):
+    """Forecasts come back (B, n, H) for DDPM and DDIM; one seed, one result."""
+    p = tsdiff_process()
+    D = Denoiser(_net(lags=(4,)), p)
+    past = 100.0 + torch.randn(2, 16, generator=torch.Generator().manual_seed(0))
+    past[0, -3] = float("nan")  # missing context values are allowed
+    run = lambda: forecast(
+        D, p, past, 3, 8, (4,), num_samples=4, solver=solver, nfe=nfe,
+        generator=torch.Generator().manual_seed(1),
+    )  # fmt: skip
+    y = run()
+    assert y.shape == (2, 4, 3) and torch.isfinite(y).all()
+    assert torch.equal(y, run())
+    with pytest.raises(ValueError, match="largest lag"):
+        forecast(D, p, past[:, :11], 3, 8, (4,), num_samples=2)
