@@ -298,7 +298,7 @@ def self_guidance(
     quantiles: int | torch.Tensor | None = None,
 ):
     """Observation self-guidance (Kollovieh et al. 2023, "Predict, Refine, Synthesize",
-    TSDiff, eq. 8-9): an unconditional model conditioned at inference on the entries of
+    TSDiff): an unconditional model conditioned at inference on the entries of
     ``observed`` where ``mask`` is true, by classifier guidance with
 
         log p(y_obs | x_t) = -sum_{mask} E(x0_hat(x_t)),

@@ -1,5 +1,5 @@
 """Refinement of any forecaster's samples with TSDiff's implicit density (Kollovieh et al.
-2023, "Predict, Refine, Synthesize", Section 4.2, eq. 10-12).
+2023, "Predict, Refine, Synthesize", the section on prediction refinement).
 
 The trained denoiser defines an energy over windows y (B, L, C), its denoising loss at a
 fixed diffusion time tau plus a regulariser tying y to the base forecast y_base and the
@@ -107,7 +107,7 @@ def refine(
     fixed_noise: bool = False,
 ) -> torch.Tensor:
     """Refine windows y (B, L, C) by descending (``"most_likely"``) or sampling
-    (``"langevin"``) the energy E of :func:`refine_energy` (eq. 11-12 of the paper).
+    (``"langevin"``) the energy E of :func:`refine_energy` (the paper's two refiners).
 
     ``lr`` is the SGD / Adam learning rate or the Langevin step eta; ``noise_scale`` the
     Langevin gamma. ``fixed_noise=True`` draws eps once (E is then a fixed function; the
