@@ -120,9 +120,16 @@ def posterior_sample(method: str, *args: Any, **kwargs: Any) -> Posterior:
 
 
 def check_problem(
-    process: Process, A: LinearOperator, y: torch.Tensor, x1: torch.Tensor, steps: int, who: str
+    process: Process,
+    A: LinearOperator,
+    y: torch.Tensor,
+    x1: torch.Tensor,
+    steps: int,
+    who: str,
+    svd: bool = False,
 ) -> tuple[torch.Tensor, int]:
-    """Validate a posterior-sampling problem; return (y repeated per row (G*K, ...), K)."""
+    """Validate a posterior-sampling problem (``svd=True``: the method needs A's SVD);
+    return (y repeated per row (G*K, ...), K)."""
     if not isinstance(process, Process) or not process.gaussian:
         raise ValueError(f"{who}: process must be a Gaussian Process, got {process!r}")
     if not isinstance(A, LinearOperator):
@@ -130,6 +137,8 @@ def check_problem(
     check_positive_int("steps", steps)
     if not isinstance(y, torch.Tensor) or not isinstance(x1, torch.Tensor):
         raise ValueError(f"{who}: y and x1 must be tensors")
+    if svd and not A.has_svd:
+        raise ValueError(f"{who} needs an operator with an SVD; {type(A).__name__} has none")
     A.check_measurement(y)
     A.check_signal(x1)
     G, B = y.shape[0], x1.shape[0]
@@ -210,9 +219,7 @@ def ddrm(
     Costs ``steps`` evaluations per sample.
     """
     who = "ddrm"
-    Y, K = check_problem(process, A, y, x1, steps, who)
-    if not A.has_svd:
-        raise ValueError(f"ddrm needs an operator with an SVD; {type(A).__name__} has none")
+    Y, K = check_problem(process, A, y, x1, steps, who, svd=True)
     s, r, sig_y = A.singulars.to(x1.dtype), A.rank, A.sigma_y
     ybar = _spectral_y(A, Y) / s
     ts = time_grid(process, steps, "uniform").to(x1.device)
@@ -267,9 +274,7 @@ def pigdm(
     Costs ``steps`` evaluations per sample.
     """
     who = "pigdm"
-    Y, K = check_problem(process, A, y, x1, steps, who)
-    if not A.has_svd:
-        raise ValueError(f"pigdm needs an operator with an SVD; {type(A).__name__} has none")
+    Y, K = check_problem(process, A, y, x1, steps, who, svd=True)
     s, r = A.singulars.to(x1.dtype), A.rank
     ts = time_grid(process, steps, "uniform").to(x1.device)
     D = CountingDenoiser(denoiser, who=who)

@@ -46,11 +46,6 @@ def _log_normal(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch
     return -0.5 * ((x - mean).square() / var + var.log() + _LOG2PI).sum(-1)
 
 
-def _need_svd(A: LinearOperator, who: str) -> None:
-    if not A.has_svd:
-        raise ValueError(f"{who} needs an operator with an SVD; {type(A).__name__} has none")
-
-
 def _check_unit(name: str, value: float, who: str, low_open: bool = True) -> float:
     """A float in (0, 1] (``low_open``) or [0, 1]; ValueError otherwise."""
     try:
@@ -177,8 +172,7 @@ def mcgdiff(
     sigma_y = 0 is handled (tau_i = t_min). Costs ``steps`` evaluations per particle.
     """
     who = "mcgdiff"
-    Y, K = check_problem(process, A, y, x1, steps, who)
-    _need_svd(A, who)
+    Y, K = check_problem(process, A, y, x1, steps, who, svd=True)
     eta = _check_unit("eta", eta, who)
     kappa = _check_positive("kappa", kappa, who)
     ess_threshold = _check_unit("ess_threshold", ess_threshold, who, low_open=False)
@@ -355,8 +349,7 @@ def afdps(
     SDE, ``steps * (1 + corrector_steps)`` for the ODE variant.
     """
     who = "afdps"
-    Y, K = check_problem(process, A, y, x1, steps, who)
-    _need_svd(A, who)
+    Y, K = check_problem(process, A, y, x1, steps, who, svd=True)
     if variant not in ("sde", "ode"):
         raise ValueError(f"{who}: variant must be 'sde' or 'ode', got {variant!r}")
     if discretization not in ("exact", "euler"):
