@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     from diffsci.restoration.cli import add_parser as add_restore
 
     add_restore(sub)
+    from diffsci.timeseries.cli import add_parser as add_timeseries
+
+    add_timeseries(sub)
     return parser
 
 
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as err:  # bad input: one clear line, no traceback
+    except (ValueError, FileNotFoundError) as err:  # bad input: one clear line, no traceback
         print(f"diffsci: error: {err}", file=sys.stderr)
         return 2
 
