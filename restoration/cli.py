@@ -23,6 +23,7 @@ import torch
 from diffsci.core.utils import atomic_write
 
 from .classical import CLASSICAL
+from .evaluate import IMAGE_OPTIONS  # the benchmark's per-method image settings (DPS's rule)
 from .posterior import POSTERIOR_SAMPLERS, posterior_sample
 from .tasks import TASKS, make_operator
 
@@ -108,8 +109,9 @@ def run(args: argparse.Namespace) -> int:
                 den = load_prior()
             p = den.process
             x1 = p.prior(tuple(x.shape), generator=torch.Generator().manual_seed(args.seed + 1))
+            gen = torch.Generator().manual_seed(args.seed + 2)
             post = posterior_sample(
-                m, den, p, A, y, x1, args.steps, torch.Generator().manual_seed(args.seed + 2)
+                m, den, p, A, y, x1, args.steps, gen, **IMAGE_OPTIONS.get(m, {})
             )
             xh = post.mean().float()
         sec = time.perf_counter() - tic

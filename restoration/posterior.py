@@ -29,7 +29,7 @@ import torch
 
 from diffsci.core.guidance import dps as dps_guidance
 from diffsci.core.processes import Process
-from diffsci.core.samplers import _ddim_step, sample
+from diffsci.core.samplers import _ddim_step, ddpm_posterior_std, sample
 from diffsci.core.schedules import time_grid
 from diffsci.core.svdd import CountingDenoiser, select_in_groups
 from diffsci.core.utils import check_positive_int
@@ -163,24 +163,61 @@ def dps(
     scale: float = 1.0,
     gaussian: bool = True,
 ) -> Posterior:
-    """DPS (Chung et al. 2023): the core's ``guidance.dps`` (gradient of the measurement
-    log-likelihood of x0_hat through the denoiser) driven by a stochastic ``solver``.
+    """DPS (Chung et al. 2023, "Diffusion Posterior Sampling for General Noisy Inverse
+    Problems"): the gradient of the measurement fit of x0_hat(x_t), taken through the
+    denoiser by the core's ``guidance.dps``. Two step-size rules:
 
-    ``gaussian=True`` uses the Gaussian likelihood -||y - A x0_hat||^2 / (2 sigma_y^2)
-    (needs sigma_y > 0), else the paper's zeta / ||y - A x0_hat|| rule with zeta =
-    ``scale``. Costs ``steps`` evaluations per sample (each with a backward pass).
+    - ``gaussian=True``: the Gaussian likelihood -||y - A x0_hat||^2 / (2 sigma_y^2) times
+      ``scale`` enters the score (classifier guidance), driven by any stochastic ``solver``
+      (needs sigma_y > 0);
+    - ``gaussian=False``: the paper's Algorithm 1, with zeta' = ``scale``: an ancestral
+      DDPM step x'_s ~ q(x_s | x_t, x0_hat) followed by
+
+          x_s = x'_s - zeta' grad_{x_t} ||y - A x0_hat(x_t)||
+
+      (zeta_i = zeta' / ||y - A x0_hat|| on the gradient of the squared norm, i.e. zeta'
+      on the gradient of the norm, per sample, as the official code
+      DPS2022/diffusion-posterior-sampling, ``PosteriorSampling``). zeta' is a step in x
+      per sampler step, so it does not carry over between step counts: the paper's 0.3 - 1
+      are for 1000 steps. Implemented as the DDPM step from the shifted prediction
+      x0_hat - (zeta' / c0) grad, with c0 the step's coefficient of x0_hat (exact: the
+      step is affine in x0_hat); ``solver`` must be "ddpm".
+
+    Costs ``steps`` evaluations per sample (each with a backward pass).
     """
     who = "dps"
     Y, K = check_problem(process, A, y, x1, steps, who)
     if gaussian and A.sigma_y <= 0:
         raise ValueError("dps: the Gaussian rule needs sigma_y > 0; use gaussian=False")
+    if not gaussian and solver != "ddpm":
+        raise ValueError(
+            f"dps: the paper's rule (gaussian=False) is Algorithm 1's ancestral DDPM step; "
+            f"solver must be 'ddpm', got {solver!r}"
+        )
     D = CountingDenoiser(denoiser, who=who)
     counted = lambda x, t, cond=None: D(x, t, grad=torch.is_grad_enabled())
-    guided = dps_guidance(
-        counted, process, A, Y, noise_std=A.sigma_y if gaussian else None, scale=scale
-    )
-    x = sample(guided, process, x1, solver, nfe=steps, schedule="uniform", generator=generator)
-    return Posterior(x.detach(), y.shape[0], D.evals)
+    if gaussian:
+        guided = dps_guidance(counted, process, A, Y, noise_std=A.sigma_y, scale=scale)
+        x = sample(guided, process, x1, solver, nfe=steps, schedule="uniform", generator=generator)
+        return Posterior(x.detach(), y.shape[0], D.evals)
+    ts = time_grid(process, steps, "uniform").to(x1.device)
+    x = x1
+    for i in range(steps):
+        t, s = ts[i], ts[i + 1]
+        a_t, s_t, a_s, s_s = (
+            float(v)
+            for v in (process.alpha(t), process.sigma(t), process.alpha(s), process.sigma(s))
+        )
+        c = float(ddpm_posterior_std(process, t, s))
+        c0 = a_s - (s_s**2 - c**2) ** 0.5 * a_t / s_t  # x_s = c0 x0_hat + (x0-free terms)
+        # guidance.dps shifts x0_hat by w sigma_t^2 / alpha_t grad(-||r||); want zeta' / c0
+        guided = dps_guidance(
+            counted, process, A, Y, noise_std=None, scale=scale * a_t / (c0 * s_t**2)
+        )
+        x = _ddim_step(process, x, guided(x, t), t, s, 1.0, generator).detach()
+        if not bool(torch.isfinite(x).all()):
+            raise FloatingPointError(f"{who}: x became NaN/Inf at step {i + 1} (t={float(s):.4g})")
+    return Posterior(x, y.shape[0], D.evals)
 
 
 def _spectral_y(A: LinearOperator, y: torch.Tensor) -> torch.Tensor:

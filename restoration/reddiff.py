@@ -17,7 +17,11 @@ snr_inv = sigma_t / alpha_t under the weighting ``denoise_term_weight`` ("linear
 "sqrt", "square", "log" = log(1 + snr_inv), "trunc_linear" = min(snr_inv, 1),
 "power2over3", "const"), and Adam has betas (0.9, 0.99). Defaults as its
 ``_configs/algo/reddiff.yaml``: lambda (``grad_term_weight``) 0.25, lr 0.1, obs_weight 1,
-sigma_x0 0, and mu initialised at A^+ y. Here each row carries its own loss (the official
+sigma_x0 0, and mu initialised at A^+ y. The pseudo-inverse is truncated at the noise level
+(singular values s <= sigma_y dropped), as the official operators drop singular values
+below a fixed ``ZERO`` (3e-2 for its blur): the full A^+ of a Gaussian blur amplifies the
+measurement noise by up to 1 / s_min ~ 1e8, and Adam at lr 0.1 cannot walk mu back from
+there in a few hundred steps. Here each row carries its own loss (the official
 code averages over the batch as well; Adam is invariant to that constant factor up to its
 eps), so the K rows of a group are independent runs that differ by their noise draws.
 """
@@ -121,6 +125,7 @@ def reddiff(
     sigma_x0: float = 0.0,
     betas: tuple[float, float] = (0.9, 0.99),
     schedule: str = "uniform",
+    pinv_rcond: float | None = None,
 ) -> Posterior:
     """RED-Diff (Mardani et al. 2023, Algorithm 1): Adam on the variational mean mu, one
     denoiser evaluation per step at the descending levels of a ``schedule`` grid (its
@@ -129,8 +134,12 @@ def reddiff(
     Options (official defaults): ``lam`` = lambda 0.25, ``lr`` 0.1, ``weighting`` "linear"
     (w_t = sigma_t / alpha_t; see :data:`WEIGHTINGS`), ``obs_weight`` 1, ``sigma_x0`` 0 (the
     std of q: x0 = mu + sigma_x0 z is what is noised), Adam ``betas`` (0.9, 0.99), ``init``
-    "pinv" (mu0 = A^+ y, needs an SVD), "adjoint" (A^T y) or "x1" (mu0 = x1). The returned
-    samples are the final mu's; costs ``steps`` evaluations per row, no backward pass.
+    "pinv" (mu0 = A^+ y, needs an SVD), "adjoint" (A^T y) or "x1" (mu0 = x1). ``pinv_rcond``
+    is the relative cutoff of A^+ (``LinearOperator.pinv``); None: the noise level,
+    sigma_y / max(s), i.e. the directions where A's gain is below the noise std (their
+    component of y is more noise than signal for a unit-scale x) start at 0; with
+    sigma_y = 0, numpy's default. The returned samples are the final mu's; costs ``steps``
+    evaluations per row, no backward pass.
     """
     who = "reddiff"
     Y, K = check_problem(process, A, y, x1, steps, who)
@@ -142,13 +151,24 @@ def reddiff(
         raise ValueError(f"{who}: lr must be a finite number > 0, got {lr!r}")
     if len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
         raise ValueError(f"{who}: betas must be two numbers in [0, 1), got {betas!r}")
+    if pinv_rcond is not None and not (
+        isinstance(pinv_rcond, (int, float))
+        and 0 <= pinv_rcond < 1
+        and not isinstance(pinv_rcond, bool)
+    ):
+        raise ValueError(
+            f"{who}: pinv_rcond must be None or a number in [0, 1), got {pinv_rcond!r}"
+        )
     if init == "pinv":
         if not A.has_svd:
             raise ValueError(
                 f"{who}: init='pinv' needs an operator with an SVD; {type(A).__name__} has "
                 "none (use init='adjoint' or 'x1')"
             )
-        mu = A.pinv(Y)
+        rcond = pinv_rcond
+        if rcond is None and A.sigma_y > 0:
+            rcond = A.sigma_y / float(A.singulars.max())
+        mu = A.pinv(Y, rcond=rcond)
     elif init == "adjoint":
         mu = A.T(Y)
     elif init == "x1":
