@@ -175,6 +175,7 @@ class ETSPredictor(RepresentablePredictor):
         seed: int = 0,
         initialization_method: str = "estimated",
         maxiter: int = 1000,
+        max_history: int | None = None,
     ) -> None:
         for name, value in (
             ("prediction_length", prediction_length),
@@ -202,6 +203,11 @@ class ETSPredictor(RepresentablePredictor):
         self.seed = seed
         self.initialization_method = initialization_method
         self.maxiter = maxiter
+        if max_history is not None and (not isinstance(max_history, int) or max_history < 2):
+            raise ValueError(f"max_history must be None or an integer >= 2, got {max_history!r}")
+        # fit on the last max_history points only: statsmodels' likelihood over 50 000
+        # half-hours costs minutes per series, and the oldest seasons barely matter
+        self.max_history = max_history
         self.fallbacks = 0
 
     # -- GluonTS interface ---------------------------------------------------------------
@@ -263,6 +269,8 @@ class ETSPredictor(RepresentablePredictor):
         target = np.asarray(entry["target"])
         start = self._start(entry)
         y, trailing = clean_target(target, item_id)
+        if self.max_history is not None:
+            y = y[-self.max_history :]
         steps = trailing + self.prediction_length
         samples, model = self._sample(y, steps, num_samples, rng)
         return SampleForecast(

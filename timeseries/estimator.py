@@ -296,6 +296,13 @@ class TSDiffEstimator(_Estimator):
         context_length: default 3 horizons (a common GluonTS default).
         lags: lags stacked as channels; default ``default_lags(freq)``.
         hidden, num_blocks, emb_dim, modes: ``TSDiffNet`` size (official small: 64 / 3).
+        init_skip: eps_theta = x_t + net(x_t, t) (the official option, off in its
+            configs, which train ~100x longer). On by default: at high noise eps ~ x_t,
+            and without the skip a CPU-sized run leaves the eps error there large, which
+            x0 = (x_t - sigma eps) / alpha amplifies by 1 / alpha ~ 12 at t = 1.
+            Measured on tourism_quarterly after 400 steps: x0 error at t = 1 of 93 without
+            against 3.7 with it, and unconditional samples of std 10 against 0.39 (real
+            windows 0.55).
         steps, batch_size, lr, ema_decay, seed: ``core.TrainConfig`` (official lr 1e-3,
             batch 64).
         num_windows: size of the pool of training windows cut by the GluonTS loader.
@@ -315,6 +322,7 @@ class TSDiffEstimator(_Estimator):
         num_blocks: int = 3,
         emb_dim: int = 128,
         modes: int = 32,
+        init_skip: bool = True,
         steps: int = 2000,
         batch_size: int = 64,
         lr: float = 1e-3,
@@ -336,6 +344,7 @@ class TSDiffEstimator(_Estimator):
         check_positive_int("context_length", self.context_length)
         self.lags = check_lags(default_lags(freq) if lags is None else lags)
         self.net_kwargs = dict(hidden=hidden, num_blocks=num_blocks, emb_dim=emb_dim, modes=modes)
+        self.net_kwargs["init_skip"] = bool(init_skip)
         self.train_config = TrainConfig(
             steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed
         )

@@ -248,3 +248,17 @@ def test_plot_errors(tmp_path):
     with pytest.raises(ValueError, match="forecast for"):
         plot_forecasts(tests[:2], fcs[1::-1], tmp_path / "x.png")
     assert not list(tmp_path.iterdir())
+
+
+def test_max_history_fits_the_last_points_only():
+    """max_history = k forecasts exactly as the fit on the series' last k points (same
+    seed, same start date); bad values are refused."""
+    y = _noisy(80, 5)
+    long = ETSPredictor(6, "M", 12, num_samples=10, seed=1, max_history=40)
+    short = ETSPredictor(6, "M", 12, num_samples=10, seed=1)
+    a = next(long.predict([_entry(y)]))
+    b = next(short.predict([_entry(y[-40:], start=START + 40)]))
+    np.testing.assert_array_equal(a.samples, b.samples)
+    assert a.start_date == b.start_date
+    with pytest.raises(ValueError, match="max_history"):
+        ETSPredictor(6, "M", 12, max_history=1)

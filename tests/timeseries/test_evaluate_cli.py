@@ -10,7 +10,7 @@ pytest.importorskip("gluonts")
 from gluonts.model.seasonal_naive import SeasonalNaivePredictor  # noqa: E402
 
 from diffsci.cli.main import main  # noqa: E402
-from diffsci.timeseries.data import load_dataset  # noqa: E402
+from diffsci.timeseries.data import DATASETS, load_dataset  # noqa: E402
 from diffsci.timeseries.estimator import ForecastConfig, TSDiffEstimator  # noqa: E402
 from diffsci.timeseries.evaluate import (  # noqa: E402
     interpolate_missing,
@@ -19,6 +19,7 @@ from diffsci.timeseries.evaluate import (  # noqa: E402
     score,
     subset,
 )
+from diffsci.timeseries.train import load_predictor  # noqa: E402
 
 
 def _entries(n=3, T=40):
@@ -89,3 +90,22 @@ def test_cli_forecast_writes_table_and_fan_chart(tmp_path, capsys):
     wrong = ["timeseries", "forecast", "--dataset", "m3_monthly", "--checkpoint",
              str(tmp_path / "pred")]  # fmt: skip
     assert main(wrong) == 2 and "needs 18" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_committed_checkpoints_load_and_forecast(name):
+    """Every packaged data set has a committed predictor (python -m
+    diffsci.timeseries.train) that rebuilds and forecasts its last test window."""
+    p = load_predictor(name, solver="ddim", nfe=2, num_samples=4)
+    ds = load_dataset(name)
+    assert p.prediction_length == ds.prediction_length and p.freq == ds.freq
+    e = ds.test[-1]
+    f = next(iter(p.predict([dict(e, target=e["target"][: -ds.prediction_length])])))
+    assert f.samples.shape == (4, ds.prediction_length) and np.isfinite(f.samples).all()
+
+
+def test_load_predictor_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown data set 'nope'"):
+        load_predictor("nope")
+    with pytest.raises(FileNotFoundError, match="python -m diffsci.timeseries.train"):
+        load_predictor("pedestrian", root=tmp_path)
