@@ -335,8 +335,25 @@ def _fmt(values: Sequence[float], digits: int = 3) -> str:
     return f"{m:.{digits}f}" if math.isnan(se) else f"{m:.{digits}f} ± {se:.{digits}f}"
 
 
+def merge(reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One report per data set: runs of the same set (e.g. baselines and TSDiff run as
+    two jobs) are united, the later report's runs of a method replacing the earlier's;
+    their configs are kept as ``config_parts``."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in reports:
+        if r["dataset"] not in out:
+            out[r["dataset"]] = dict(r, results={}, config_parts=[])
+        m = out[r["dataset"]]
+        if m["n_series_scored"] != r["n_series_scored"]:
+            raise ValueError(f"{r['dataset']}: reports score different series")
+        m["results"].update({k: v for k, v in r["results"].items() if v})
+        m["config_parts"].append(r["config"])
+    return list(out.values())
+
+
 def render(reports: Sequence[dict[str, Any]]) -> str:
     """Markdown tables: CRPS per data set and method, then ND / NRMSE / timings, then LPS."""
+    reports = merge(reports)
     forecasters = [m for m in METHODS if m != "lps"]
     names = [r["dataset"] for r in reports]
     lines = ["### CRPS (mean weighted quantile loss; mean ± s.e. over seeds)", ""]
@@ -357,7 +374,7 @@ def render(reports: Sequence[dict[str, Any]]) -> str:
             c = _fmt([x["crps"] for x in res[m]])
             cells.append(f"**{c}**" if _mean_se([x["crps"] for x in res[m]])[0] == best else c)
         lines.append(f"| {r['dataset']} | {r['n_series_scored']} | " + " | ".join(cells) + " |")
-    lines += ["", "### ND / NRMSE (first seed) and seconds (training; forecasting per series)", ""]
+    lines += ["", "### ND / NRMSE (mean ± s.e.), seconds of the first seed (training; forecast per series)", ""]
     lines += ["| data set | method | ND | NRMSE | train s | forecast s / series |", "|---|---|---|---|---|---|"]  # fmt: skip
     for r in reports:
         for m in present:
