@@ -374,7 +374,11 @@ def render(reports: Sequence[dict[str, Any]]) -> str:
             c = _fmt([x["crps"] for x in res[m]])
             cells.append(f"**{c}**" if _mean_se([x["crps"] for x in res[m]])[0] == best else c)
         lines.append(f"| {r['dataset']} | {r['n_series_scored']} | " + " | ".join(cells) + " |")
-    lines += ["", "### ND / NRMSE (mean ± s.e.), seconds of the first seed (training; forecast per series)", ""]
+    lines += [
+        "",
+        "### ND / NRMSE (mean ± s.e.), seconds of the first seed (training; forecast per series)",
+        "",
+    ]
     lines += ["| data set | method | ND | NRMSE | train s | forecast s / series |", "|---|---|---|---|---|---|"]  # fmt: skip
     for r in reports:
         for m in present:
