@@ -347,7 +347,7 @@ def merge(reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if m["n_series_scored"] != r["n_series_scored"]:
             raise ValueError(f"{r['dataset']}: reports score different series")
         m["results"].update({k: v for k, v in r["results"].items() if v})
-        m["config_parts"].append(r["config"])
+        m["config_parts"].append(r.get("config", {}))
     return list(out.values())
 
 
