@@ -522,7 +522,11 @@ class RefinedPredictor(_Predictor):
     def predict(self, dataset: Iterable[dict[str, Any]], num_samples: int | None = None, **kw):
         from gluonts.model.forecast import SampleForecast
 
-        n = self.num_samples if num_samples is None else num_samples
+        n = (
+            self.num_samples
+            if num_samples is None
+            else check_positive_int("num_samples", num_samples)
+        )
         generator = torch.Generator().manual_seed(self.seed)
         td = self.tsdiff
         for batch in _batched(dataset, self.batch_size):

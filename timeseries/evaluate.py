@@ -52,7 +52,7 @@ from .synthesis import (
     split_test_entries,
     synthesize,
 )
-from .train import load_predictor
+from .train import checkpoint_dir, load_predictor
 
 __all__ = [
     "METHODS",
@@ -240,7 +240,7 @@ def evaluate_dataset(
     H = ds.prediction_length
     tsdiff = load_predictor(name, checkpoints)
     ctx = tsdiff.context_length
-    train_record = json.loads((Path(tsdiff_dir(name, checkpoints)) / "train.json").read_text())
+    train_record = json.loads((checkpoint_dir(name, checkpoints) / "train.json").read_text())
     sn = SeasonalNaivePredictor(prediction_length=H, season_length=ds.seasonality)
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     report = {
@@ -293,7 +293,7 @@ def evaluate_dataset(
                 elif method == "deepar":
                     p, train_s = get_deepar(seed)
                 elif method == "tsdiff_q":
-                    p, train_s = tsd(seed, energy="quantile", guidance_scale=SCALE_Q), 0.0
+                    p = tsd(seed, energy="quantile", guidance_scale=SCALE_Q)
                 elif method == "tsdiff_ms":
                     p = tsd(seed, energy="mse", guidance_scale=SCALE_MS)
                 elif method == "refine_sn":
@@ -316,12 +316,6 @@ def evaluate_dataset(
             if on_update is not None:
                 on_update(report)
     return report
-
-
-def tsdiff_dir(name: str, checkpoints: str | Path | None) -> Path:
-    from .train import checkpoint_dir
-
-    return checkpoint_dir(name, checkpoints)
 
 
 def _mean_se(values: Sequence[float]) -> tuple[float, float]:
@@ -355,24 +349,17 @@ def render(reports: Sequence[dict[str, Any]]) -> str:
     """Markdown tables: CRPS per data set and method, then ND / NRMSE / timings, then LPS."""
     reports = merge(reports)
     forecasters = [m for m in METHODS if m != "lps"]
-    names = [r["dataset"] for r in reports]
     lines = ["### CRPS (mean weighted quantile loss; mean ± s.e. over seeds)", ""]
     present = [m for m in forecasters if any(r["results"].get(m) for r in reports)]
     lines += ["| data set | series | " + " | ".join(present) + " |"]
     lines += ["|---|---|" + "---|" * len(present)]
     for r in reports:
-        res = r["results"]
-        best = min(
-            (_mean_se([x["crps"] for x in res[m]])[0] for m in present if res.get(m)),
-            default=None,
-        )
+        crps = {m: [x["crps"] for x in r["results"][m]] for m in present if r["results"].get(m)}
+        best = min(_mean_se(v)[0] for v in crps.values())
         cells = []
         for m in present:
-            if not res.get(m):
-                cells.append("")
-                continue
-            c = _fmt([x["crps"] for x in res[m]])
-            cells.append(f"**{c}**" if _mean_se([x["crps"] for x in res[m]])[0] == best else c)
+            c = _fmt(crps[m]) if m in crps else ""
+            cells.append(f"**{c}**" if m in crps and _mean_se(crps[m])[0] == best else c)
         lines.append(f"| {r['dataset']} | {r['n_series_scored']} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -400,7 +387,6 @@ def render(reports: Sequence[dict[str, Any]]) -> str:
                     f"| {r['dataset']} | {_fmt([x['nd'] for x in xs])} | "
                     f"{_fmt([x['real_nd'] for x in xs])} |"
                 )
-    del names
     return "\n".join(lines)
 
 
