@@ -78,10 +78,12 @@ METHODS = (
     "lps",
 )
 QUANTILES = tuple(round(0.1 * i, 1) for i in range(1, 10))
-# self-guidance scales: quantile s = 4 (the paper's for most sets); squared error s = 1,
-# picked from {0.1, 1} on 24 tourism_quarterly test series (another subset than the
-# benchmark's; CRPS 0.227 at 0.1, 0.182 at 1; quantile 0.177 / 0.150 / 0.143 at 1 / 4 / 8)
-SCALE_Q, SCALE_MS = 4.0, 1.0
+# self-guidance scales: quantile s = the checkpoint's own (``predictor.json``; picked on
+# the validation split by ``timeseries.tune`` where a ``tune.json`` sits beside it, else
+# the default 4, the paper's for most sets); squared error s = 1, picked from {0.1, 1} on
+# 24 tourism_quarterly test series (another subset than the benchmark's; CRPS 0.227 at
+# 0.1, 0.182 at 1; quantile 0.177 / 0.150 / 0.143 at 1 / 4 / 8)
+SCALE_MS = 1.0
 
 
 def subset(ds: TSDataset, n: int | None, seed: int = 0) -> list[dict[str, Any]]:
@@ -240,7 +242,10 @@ def evaluate_dataset(
     H = ds.prediction_length
     tsdiff = load_predictor(name, checkpoints)
     ctx = tsdiff.context_length
-    train_record = json.loads((checkpoint_dir(name, checkpoints) / "train.json").read_text())
+    folder = checkpoint_dir(name, checkpoints)
+    train_record = json.loads((folder / "train.json").read_text())
+    scale_q = tsdiff.config.guidance_scale
+    tuned = "tuned on validation" if (folder / "tune.json").exists() else "default"
     sn = SeasonalNaivePredictor(prediction_length=H, season_length=ds.seasonality)
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     report = {
@@ -251,7 +256,7 @@ def evaluate_dataset(
             "seeds": list(seeds),
             "one_seed": list(one_seed),
             "num_samples": num_samples,
-            "tsdiff": f"ddim, {nfe} steps, quantile s = {SCALE_Q}, mse s = {SCALE_MS}",
+            "tsdiff": f"ddim, {nfe} steps, quantile s = {scale_q:g} ({tuned}), mse s = {SCALE_MS:g}",
             "context_length": ctx,
             "missing": f"50% {missing}",
             "deepar_epochs": f"{deepar_epochs} x 50 batches of 64",
@@ -293,7 +298,7 @@ def evaluate_dataset(
                 elif method == "deepar":
                     p, train_s = get_deepar(seed)
                 elif method == "tsdiff_q":
-                    p = tsd(seed, energy="quantile", guidance_scale=SCALE_Q)
+                    p = tsd(seed, energy="quantile", guidance_scale=scale_q)
                 elif method == "tsdiff_ms":
                     p = tsd(seed, energy="mse", guidance_scale=SCALE_MS)
                 elif method == "refine_sn":
@@ -301,7 +306,7 @@ def evaluate_dataset(
                 elif method == "refine_deepar":
                     p = refine(get_deepar(seed)[0], seed)
                 elif method == "tsdiff_q_missing":
-                    p = tsd(seed, energy="quantile", guidance_scale=SCALE_Q)
+                    p = tsd(seed, energy="quantile", guidance_scale=scale_q)
                     data = mask_context(test, ctx, H, 0.5, missing, seed)
                 else:  # seasonal_naive_missing
                     p = sn

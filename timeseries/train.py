@@ -97,7 +97,8 @@ def train_dataset(
     t0 = time.perf_counter()
     predictor = est.train(ds.train)
     seconds = earlier + time.perf_counter() - t0
-    predictor.serialize(folder)
+    predictor.serialize(folder)  # the default ForecastConfig: a new model needs a new tune
+    (folder / "tune.json").unlink(missing_ok=True)
     losses = np.asarray(est.losses)
     record = {
         "dataset": name,
