@@ -34,7 +34,7 @@ from .train import checkpoint_dir, load_predictor
 
 __all__ = ["SCALES", "tune_guidance_scale", "main"]
 
-SCALES = (1.0, 2.0, 4.0, 8.0, 16.0)
+SCALES = (0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
 
 def tune_guidance_scale(
