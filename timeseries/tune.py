@@ -32,7 +32,7 @@ from .estimator import TSDiffPredictor
 from .evaluate import score
 from .train import checkpoint_dir, load_predictor
 
-__all__ = ["SCALES", "tune_guidance_scale", "main"]
+__all__ = ["SCALES", "tune_guidance_scale", "tune_dataset", "save_choice", "main"]
 
 SCALES = (0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
@@ -96,13 +96,22 @@ def tune_dataset(
         "torch_threads": torch.get_num_threads(),
         "command": f"python -m diffsci.timeseries.tune --dataset {name}",
     }
-    if write:  # only the forecasting settings change; the weights file stays as it is
-        folder = checkpoint_dir(name, root)
-        meta = json.loads((folder / "predictor.json").read_text())
-        meta["forecast"]["guidance_scale"] = out["best"]
-        atomic_write_text(folder / "tune.json", json.dumps(record, indent=1))
-        atomic_write_text(folder / "predictor.json", json.dumps(meta, indent=1))
+    if write:
+        save_choice(record, root)
     return record
+
+
+def save_choice(record: dict[str, Any], root: str | Path | None = None) -> None:
+    """Write a :func:`tune_dataset` record: ``record["best"]`` into the predictor's
+    ``predictor.json`` and the record into ``tune.json`` (the weights stay as they are)."""
+    folder = checkpoint_dir(record["dataset"], root)
+    best = float(record["best"])
+    if not (best >= 0 and str(best) in {str(float(k)) for k in record["crps"]}):
+        raise ValueError(f"record's best scale {record['best']!r} is not one of its sweep")
+    meta = json.loads((folder / "predictor.json").read_text())
+    meta["forecast"]["guidance_scale"] = best
+    atomic_write_text(folder / "tune.json", json.dumps(record, indent=1))
+    atomic_write_text(folder / "predictor.json", json.dumps(meta, indent=1))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,6 +40,8 @@ def test_tune_dataset_writes_the_choice_and_keeps_the_weights(tmp_path):
     assert rec["best"] in (1.0, 8.0) and rec["validation_entries"] == 3
     assert json.loads((dst / "tune.json").read_text())["best"] == rec["best"]
     assert load_predictor("m3_quarterly", tmp_path).config.guidance_scale == rec["best"]
+    with pytest.raises(ValueError, match="not one of its sweep"):
+        tune.save_choice(dict(rec, best=3.0), tmp_path)
     assert (dst / "tsdiff.pt").read_bytes() == weights
     dry = tune.tune_dataset("m3_quarterly", (2.0,), 2, 4, 2, root=tmp_path, write=False)
     assert dry["best"] == 2.0
