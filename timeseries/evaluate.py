@@ -336,17 +336,24 @@ def _fmt(values: Sequence[float], digits: int = 3) -> str:
 
 def merge(reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One report per data set: runs of the same set (e.g. baselines and TSDiff run as
-    two jobs) are united, the later report's runs of a method replacing the earlier's;
-    their configs are kept as ``config_parts``."""
+    two jobs, or more seeds added later) are united by (method, seed), a later report's
+    run replacing an earlier one of the same method and seed; runs are listed by seed,
+    and the configs are kept as ``config_parts``."""
     out: dict[str, dict[str, Any]] = {}
+    runs: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
     for r in reports:
         if r["dataset"] not in out:
             out[r["dataset"]] = dict(r, results={}, config_parts=[])
+            runs[r["dataset"]] = {}
         m = out[r["dataset"]]
         if m["n_series_scored"] != r["n_series_scored"]:
             raise ValueError(f"{r['dataset']}: reports score different series")
-        m["results"].update({k: v for k, v in r["results"].items() if v})
+        for method, xs in r["results"].items():
+            for x in xs:
+                runs[r["dataset"]].setdefault(method, {})[int(x["seed"])] = x
         m["config_parts"].append(r.get("config", {}))
+    for name, m in out.items():
+        m["results"] = {k: [v[s] for s in sorted(v)] for k, v in runs[name].items()}
     return list(out.values())
 
 

@@ -15,6 +15,7 @@ from diffsci.timeseries.estimator import ForecastConfig, TSDiffEstimator  # noqa
 from diffsci.timeseries.evaluate import (  # noqa: E402
     interpolate_missing,
     mask_context,
+    merge,
     render,
     score,
     subset,
@@ -68,6 +69,20 @@ def test_score_of_a_perfect_seasonal_forecast_is_zero():
     table = render([{"dataset": "toy", "n_series_scored": 3,
                      "results": {"seasonal_naive": [dict(r, train_seconds=0.0, seed=0)]}}])  # fmt: skip
     assert "| toy | 3 | **0.000** |" in table
+
+
+def test_merge_unites_runs_by_method_and_seed():
+    def rep(method, *seed_crps):
+        runs = [{"crps": c, "seed": s} for s, c in seed_crps]
+        return {"dataset": "toy", "n_series_scored": 3, "results": {method: runs}}
+
+    merged = merge([rep("a", (0, 1.0)), rep("a", (2, 3.0), (1, 2.0)), rep("b", (0, 5.0)),
+                    rep("a", (0, 0.5))])  # fmt: skip
+    assert len(merged) == 1
+    assert [x["crps"] for x in merged[0]["results"]["a"]] == [0.5, 2.0, 3.0]  # by seed
+    assert [x["crps"] for x in merged[0]["results"]["b"]] == [5.0]
+    with pytest.raises(ValueError, match="different series"):
+        merge([rep("a", (0, 1.0)), dict(rep("a", (0, 1.0)), n_series_scored=4)])
 
 
 def test_cli_forecast_writes_table_and_fan_chart(tmp_path, capsys):
