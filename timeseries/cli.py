@@ -29,7 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--checkpoint", default=None, help="a serialized TSDiffPredictor folder")
     f.add_argument("--series", type=int, default=4, help="series to forecast (default 4)")
     f.add_argument("--energy", default="quantile", choices=["quantile", "mse"])
-    f.add_argument("--scale", type=float, default=None, help="guidance scale s")
+    f.add_argument(
+        "--scale", type=float, default=None, help="guidance scale s (default: the checkpoint's)"
+    )
     f.add_argument("--solver", default="ddim", choices=["ddim", "ddpm"])
     f.add_argument("--nfe", type=int, default=20, help="sampler steps (ddim default 20)")
     f.add_argument("--samples", type=int, default=100, help="sample paths per series")
@@ -55,8 +57,8 @@ def _forecast(args: argparse.Namespace) -> int:
     from gluonts.model.seasonal_naive import SeasonalNaivePredictor
 
     from .data import load_dataset
-    from .estimator import TSDiffPredictor
-    from .evaluate import forecast_and_score
+    from .estimator import ForecastConfig, TSDiffPredictor
+    from .evaluate import SCALE_MS, forecast_and_score
     from .plot import plot_forecasts
     from .train import load_predictor
 
@@ -72,7 +74,14 @@ def _forecast(args: argparse.Namespace) -> int:
             f"the checkpoint forecasts {predictor.prediction_length} steps, "
             f"{args.dataset} needs {ds.prediction_length}"
         )
-    scale = args.scale if args.scale is not None else (4.0 if args.energy == "quantile" else 0.1)
+    # default s: the checkpoint's own for its energy (tuned by ``timeseries.tune``), else
+    # the benchmark's squared-error scale
+    if args.scale is not None:
+        scale = args.scale
+    elif args.energy == predictor.config.energy:
+        scale = predictor.config.guidance_scale
+    else:
+        scale = SCALE_MS if args.energy == "mse" else ForecastConfig().guidance_scale
     nfe = args.nfe if args.solver == "ddim" else None
     predictor = predictor.with_config(
         energy=args.energy, guidance_scale=scale, solver=args.solver, nfe=nfe, seed=args.seed
