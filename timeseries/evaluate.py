@@ -367,11 +367,16 @@ def render(reports: Sequence[dict[str, Any]]) -> str:
     lines += ["|---|---|" + "---|" * len(present)]
     for r in reports:
         crps = {m: [x["crps"] for x in r["results"][m]] for m in present if r["results"].get(m)}
-        best = min(_mean_se(v)[0] for v in crps.values())
+        # bold: the best full-context forecaster (the missing-context runs solve another task)
+        best = min(
+            (_mean_se(v)[0] for m, v in crps.items() if not m.endswith("_missing")),
+            default=math.inf,
+        )
         cells = []
         for m in present:
             c = _fmt(crps[m]) if m in crps else ""
-            cells.append(f"**{c}**" if m in crps and _mean_se(crps[m])[0] == best else c)
+            full = not m.endswith("_missing")
+            cells.append(f"**{c}**" if full and m in crps and _mean_se(crps[m])[0] == best else c)
         lines.append(f"| {r['dataset']} | {r['n_series_scored']} | " + " | ".join(cells) + " |")
     lines += [
         "",
