@@ -52,7 +52,7 @@ from .synthesis import (
     split_test_entries,
     synthesize,
 )
-from .train import checkpoint_dir, load_predictor
+from .train import TUNE_FILE, checkpoint_dir, load_predictor
 
 __all__ = [
     "METHODS",
@@ -245,7 +245,7 @@ def evaluate_dataset(
     folder = checkpoint_dir(name, checkpoints)
     train_record = json.loads((folder / "train.json").read_text())
     scale_q = tsdiff.config.guidance_scale
-    tuned = "tuned on validation" if (folder / "tune.json").exists() else "default"
+    tuned = "tuned on validation" if (folder / TUNE_FILE).exists() else "default"
     sn = SeasonalNaivePredictor(prediction_length=H, season_length=ds.seasonality)
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     report = {
@@ -368,15 +368,12 @@ def render(reports: Sequence[dict[str, Any]]) -> str:
     for r in reports:
         crps = {m: [x["crps"] for x in r["results"][m]] for m in present if r["results"].get(m)}
         # bold: the best full-context forecaster (the missing-context runs solve another task)
-        best = min(
-            (_mean_se(v)[0] for m, v in crps.items() if not m.endswith("_missing")),
-            default=math.inf,
-        )
+        full = {m: _mean_se(v)[0] for m, v in crps.items() if not m.endswith("_missing")}
+        best = min(full.values(), default=math.inf)
         cells = []
         for m in present:
             c = _fmt(crps[m]) if m in crps else ""
-            full = not m.endswith("_missing")
-            cells.append(f"**{c}**" if full and m in crps and _mean_se(crps[m])[0] == best else c)
+            cells.append(f"**{c}**" if full.get(m) == best else c)
         lines.append(f"| {r['dataset']} | {r['n_series_scored']} | " + " | ".join(cells) + " |")
     lines += [
         "",

@@ -51,6 +51,7 @@ STEPS = {name: 4000 if CONTEXT[name] > 100 else 6000 for name in CONTEXT}
 STEPS["tourism_monthly"] = 3500
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+TUNE_FILE = "tune.json"  # beside a predictor: its guidance-scale sweep (timeseries.tune)
 
 
 def checkpoint_dir(name: str, root: str | Path | None = None) -> Path:
@@ -99,7 +100,7 @@ def train_dataset(
     predictor = est.train(ds.train)
     seconds = earlier + time.perf_counter() - t0
     predictor.serialize(folder)  # the default ForecastConfig: a new model needs a new tune
-    (folder / "tune.json").unlink(missing_ok=True)
+    (folder / TUNE_FILE).unlink(missing_ok=True)
     losses = np.asarray(est.losses)
     record = {
         "dataset": name,

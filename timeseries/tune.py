@@ -25,14 +25,14 @@ from typing import Any
 
 import torch
 
-from diffsci.core.utils import atomic_write_text
+from diffsci.core.utils import atomic_write_text, check_positive_int
 
 from .data import load_dataset
 from .estimator import TSDiffPredictor
 from .evaluate import score
-from .train import checkpoint_dir, load_predictor
+from .train import TUNE_FILE, checkpoint_dir, load_predictor
 
-__all__ = ["SCALES", "tune_guidance_scale", "tune_dataset", "save_choice", "main"]
+__all__ = ["SCALES", "tune_guidance_scale", "tune_dataset", "command", "save_choice", "main"]
 
 SCALES = (0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
@@ -77,6 +77,7 @@ def tune_dataset(
     """Sweep the committed predictor of ``name`` on ``series`` validation entries (a fixed
     subset, also of rolling sets, to bound the cost) with DDIM ``nfe`` steps; write the
     best scale into its ``predictor.json`` unless ``write`` is False."""
+    check_positive_int("series", series)
     ds = load_dataset(name).validation()
     val = list(ds.test)
     if series < len(val):  # evenly spread, so rolling sets keep several series / windows
@@ -94,11 +95,20 @@ def tune_dataset(
         "best": out["best"],
         "seconds": round(out["seconds"], 1),
         "torch_threads": torch.get_num_threads(),
-        "command": f"python -m diffsci.timeseries.tune --dataset {name}",
+        "command": command(name, out["crps"], series, num_samples, nfe),
     }
     if write:
         save_choice(record, root)
     return record
+
+
+def command(name: str, scales: Sequence[float], series: int, num_samples: int, nfe: int) -> str:
+    """The command line that reruns a sweep."""
+    grid = " ".join(f"{float(s):g}" for s in sorted(scales))
+    return (
+        f"python -m diffsci.timeseries.tune --dataset {name} --scales {grid} "
+        f"--series {series} --samples {num_samples} --nfe {nfe}"
+    )
 
 
 def save_choice(record: dict[str, Any], root: str | Path | None = None) -> None:
@@ -106,11 +116,11 @@ def save_choice(record: dict[str, Any], root: str | Path | None = None) -> None:
     ``predictor.json`` and the record into ``tune.json`` (the weights stay as they are)."""
     folder = checkpoint_dir(record["dataset"], root)
     best = float(record["best"])
-    if not (best >= 0 and str(best) in {str(float(k)) for k in record["crps"]}):
+    if not (best >= 0 and best in {float(k) for k in record["crps"]}):
         raise ValueError(f"record's best scale {record['best']!r} is not one of its sweep")
     meta = json.loads((folder / "predictor.json").read_text())
     meta["forecast"]["guidance_scale"] = best
-    atomic_write_text(folder / "tune.json", json.dumps(record, indent=1))
+    atomic_write_text(folder / TUNE_FILE, json.dumps(record, indent=1))
     atomic_write_text(folder / "predictor.json", json.dumps(meta, indent=1))
 
 

@@ -44,6 +44,9 @@ def test_tune_dataset_writes_the_choice_and_keeps_the_weights(tmp_path):
     with pytest.raises(ValueError, match="not one of its sweep"):
         tune.save_choice(dict(rec, best=3.0), tmp_path)
     assert (dst / "tsdiff.pt").read_bytes() == weights
+    assert rec["command"].endswith("--scales 1 8 --series 3 --samples 4 --nfe 2")
+    with pytest.raises(ValueError, match="series"):
+        tune.tune_dataset("m3_quarterly", (1.0,), series=0, root=tmp_path)
     dry = tune.tune_dataset("m3_quarterly", (2.0,), 2, 4, 2, root=tmp_path, write=False)
     assert dry["best"] == 2.0
     assert load_predictor("m3_quarterly", tmp_path).config.guidance_scale == rec["best"]
