@@ -87,6 +87,10 @@ def test_restore_command(tmp_path, capsys):
     assert rc == 0 and out.exists() and (tmp_path / "out_grid.png").exists()
     assert io.imread(out).shape == (32, 32)
     assert "bicubic: PSNR" in capsys.readouterr().out
+    for bad in (["--samples", "0"], ["--size", "30"]):  # K >= 1; sizes the UNet can halve
+        argv = ["restore", "--task", "sr4", "--method", "tv", "--input", str(inp)]
+        assert main([*argv, "--output", str(out), *bad]) == 2
+        assert bad[0] in capsys.readouterr().err
     assert (
         main(
             [

@@ -128,3 +128,33 @@ def test_image_benchmark_selects_methods():
     assert [(r["task"], r["method"]) for r in res["rows"]] == [("sr4", "bicubic")]
     with pytest.raises(ValueError, match="unknown image methods"):
         image_benchmark(["sr4"], images=1, methods=["dsp"])
+
+
+def test_psnr_limit_recovers_the_bias_of_iid_samples():
+    """Samples x + 0.1 + 0.3 n: the mean of infinitely many has mse 0.01 (26.02 dB);
+    the mean of K = 32 has 0.01 + 0.09 / 32 (24.94 dB). The estimate from the 32 samples
+    must find the limit, not the finite-K value. Its own noise, from the 4096 pixels per
+    image: the cross term 0.2 mean(noise of the mean) has std 0.2 * 0.053 / 64 = 1.7e-4,
+    1.7% of the mse or 0.07 dB per image (measured: 26.11 dB; 26.01 - 26.11 over the
+    seeds 0 - 3; bound 0.2 dB)."""
+    from diffsci.restoration.evaluate import psnr_limit
+
+    x = torch.zeros(4, 1, 64, 64)
+    K = 32
+    s = 0.1 + 0.3 * torch.randn(4 * K, 1, 64, 64, generator=gen(0))
+    limit = psnr_limit(x, s, K)
+    assert abs(limit - 10 * torch.log10(torch.tensor(4 / 0.01)).item()) < 0.2, limit
+    assert limit > psnr(s.reshape(4, K, 1, 64, 64).mean(1), x) + 0.8
+    with pytest.raises(ValueError, match="K >= 2"):
+        psnr_limit(x, s[:4], 1)
+
+
+def test_image_benchmark_splits_and_hole_psnr():
+    val = image_benchmark(["inpaint-box"], images=1, methods=["biharmonic"], split="validation")
+    test = image_benchmark(["inpaint-box"], images=1, methods=["biharmonic"])
+    (rv,), (rt,) = val["rows"], test["rows"]
+    assert val["split"] == "validation" and rv["psnr"] != rt["psnr"]
+    # the hole is where the error lives: its PSNR is far below the whole image's
+    assert rv["psnr_unobserved"] < rv["psnr"] - 3
+    with pytest.raises(ValueError, match="split"):
+        image_benchmark(["sr4"], images=1, methods=["bicubic"], split="train")

@@ -1,0 +1,55 @@
+"""The restoration image data: a split by whole image, deterministic crops and patches."""
+
+import pytest
+import torch
+
+pytest.importorskip("skimage")
+
+from diffsci.restoration import data  # noqa: E402
+
+
+def test_the_three_splits_share_no_image():
+    train, test, val = set(data.TRAINING), set(data.HELDOUT), set(data.VALIDATION)
+    assert not (train & test) and not (train & val) and not (test & val)
+    assert len(train) == len(data.TRAINING)  # no image listed twice
+
+
+@pytest.mark.parametrize("fn,n", [(data.heldout_images, 12), (data.validation_images, 4)])
+def test_crops_are_deterministic_images_in_range(fn, n):
+    x = fn(64)
+    assert x.shape == (n, 1, 64, 64) and x.dtype == torch.float32
+    assert float(x.min()) >= -1 and float(x.max()) <= 1
+    assert float(x.std()) > 0.1  # real pictures, not blank crops
+    assert torch.equal(x, fn(64))
+    with pytest.raises(ValueError, match="size"):
+        fn(0)
+
+
+def test_validation_crops_differ_from_every_test_crop():
+    v, t = data.validation_images(64), data.heldout_images(64)
+    assert float((v[:, None] - t[None]).abs().amax(dim=(2, 3, 4)).min()) > 0.5
+
+
+def test_every_image_loads_at_every_scale():
+    ims = data.training_images()
+    assert len(ims) == len(data.TRAINING) * len(data.TRAIN_SHORT_SIDES)
+    # short sides are the requested scale, or the full image when it is smaller
+    assert min(min(im.shape) for im in ims) >= min(data.TRAIN_SHORT_SIDES)
+    moto = data.load_image("motorcycle", 128)  # the left view of stereo_motorcycle
+    assert min(moto.shape) == 128 and -1 <= moto.min() < moto.max() <= 1
+
+
+def test_training_patches_follow_the_generator():
+    a = data.training_patches(5, 32, torch.Generator().manual_seed(3))
+    b = data.training_patches(5, 32, torch.Generator().manual_seed(3))
+    c = data.training_patches(5, 32, torch.Generator().manual_seed(4))
+    assert a.shape == (5, 1, 32, 32) and torch.equal(a, b) and not torch.equal(a, c)
+    with pytest.raises(ValueError, match="exceeds"):
+        data.training_patches(1, 1000)
+    with pytest.raises(ValueError, match="n >= 1"):
+        data.training_patches(0, 32)
+
+
+def test_unknown_image_is_refused():
+    with pytest.raises(ValueError, match="unknown image"):
+        data.load_image("lena")
