@@ -5,9 +5,10 @@
 The input image is the truth: it is converted to grayscale in [-1, 1], resized so that
 its short side is ``--size`` pixels and centre-cropped to a square, measured with the
 task's operator (``restoration.tasks``; noise std 0.05), and restored by each method
-with the committed image prior: the mean of ``--samples`` posterior samples (default 4;
-the benchmark uses the same settings per task and method, ``evaluate.image_options``). ``--output`` receives the first method's restoration;
-``--grid`` (default: next to the output, ``*_grid.png``) shows the measurement
+with the committed image prior: the mean of ``--samples`` posterior samples (default 4),
+with the benchmark's settings per task and method (``evaluate.image_options``).
+``--output`` receives the first method's restoration; ``--grid`` (default: next to the
+output, ``*_grid.png``) shows the measurement
 (pseudo-inverse back-projection for SR and blur, the observed pixels for inpainting),
 every method and the truth (the input), with PSNR in the titles.
 """

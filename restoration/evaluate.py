@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 _F64 = torch.float64
+SPLITS = ("test", "validation")  # the image sets: data.heldout_images, data.validation_images
 
 # method -> (particles per group K (None: independent samples), options); every method
 # gets the same number of time steps, and the table reports the evaluations per sample.
@@ -68,8 +69,7 @@ _DIFFUSION = ("ddrm", "pigdm", "dps", "reddiff", "mcgdiff", "afdps")
 # Gaussian-likelihood rule diverges at sigma_y = 0.05.
 IMAGE_OPTIONS: dict[str, dict[str, Any]] = {"dps": {"gaussian": False, "scale": 3.0}}
 # per-task departures, chosen on the validation crops (data.validation_images, 8 samples,
-# 50 steps; benchmarks/RESULTS.md): DPS on sr4 with zeta' = 10 (20.61 dB against 19.62 at 3;
-# on box inpainting 3 stays the best of {1, 3, 10})
+# 50 steps; benchmarks/RESULTS.md): DPS on sr4 with zeta' = 10 (20.61 dB against 19.62 at 3)
 TASK_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {("sr4", "dps"): {"scale": 10.0}}
 
 
@@ -272,8 +272,8 @@ def image_benchmark(
         unknown = sorted(set(methods) - known)
         if unknown:
             raise ValueError(f"unknown image methods {unknown}; available: {sorted(known)}")
-    if split not in ("test", "validation"):
-        raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     keep = lambda m: methods is None or m in methods
     options = options or {}
     torch.manual_seed(seed)
@@ -324,11 +324,24 @@ def psnr_limit(x: torch.Tensor, samples: torch.Tensor, K: int) -> float:
     more samples could still gain over the table's mean of K."""
     if K < 2:
         raise ValueError(f"psnr_limit needs K >= 2 samples per image, got {K}")
+    want = (len(x) * K, *x.shape[1:])
+    if tuple(samples.shape) != want:
+        raise ValueError(
+            f"psnr_limit: samples have shape {tuple(samples.shape)}, expected {want} "
+            f"(K = {K} rows for each of the {len(x)} images)"
+        )
     xs = samples.reshape(len(x), K, *x.shape[1:]).double().clamp(-1, 1)
     mse_K = (xs.mean(1) - x.double()).square().flatten(1).mean(1)
     var = xs.var(1).flatten(1).mean(1)
     mse = (mse_K - var / K).clamp(min=1e-8)
-    return float((10 * torch.log10(4.0 / mse)).mean())
+    return float(_db(mse).mean())
+
+
+def _db(mse):
+    """PSNR of an mse on [-1, 1] images (data range 2), floored at mse 1e-12."""
+    if isinstance(mse, torch.Tensor):
+        return 10 * torch.log10(4.0 / mse.clamp(min=1e-12))
+    return 10 * math.log10(4.0 / max(mse, 1e-12))
 
 
 def _image_row(task, method, kind, x, xh, sec, A=None) -> dict[str, Any]:
@@ -336,10 +349,11 @@ def _image_row(task, method, kind, x, xh, sec, A=None) -> dict[str, Any]:
     if not bool(torch.isfinite(xh).all()):
         return {**row, "psnr": math.nan, "ssim": math.nan}
     row["psnr"], row["ssim"] = _psnr_ssim(x, xh)
-    if isinstance(A, Inpainting):  # the PSNR over the pixels A does not observe, pooled
-        hole = (~A.mask).expand_as(x)
-        mse = float((xh.double().clamp(-1, 1) - x.double())[hole].square().mean())
-        row["psnr_unobserved"] = 10 * math.log10(4.0 / max(mse, 1e-12))
+    if isinstance(A, Inpainting):  # PSNR over the pixels A does / does not observe, pooled
+        err = (xh.double().clamp(-1, 1) - x.double()).square()
+        seen = A.mask.expand_as(x)
+        row["psnr_observed"] = _db(float(err[seen].mean()))
+        row["psnr_unobserved"] = _db(float(err[~seen].mean()))
     return row
 
 
@@ -376,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tasks", nargs="+", default=None, help="image tasks (default: all)")
     ap.add_argument(
         "--split",
-        choices=("test", "validation"),
+        choices=SPLITS,
         default="test",
         help="image set: the held-out test crops or the validation crops",
     )

@@ -147,6 +147,8 @@ def test_psnr_limit_recovers_the_bias_of_iid_samples():
     assert limit > psnr(s.reshape(4, K, 1, 64, 64).mean(1), x) + 0.8
     with pytest.raises(ValueError, match="K >= 2"):
         psnr_limit(x, s[:4], 1)
+    with pytest.raises(ValueError, match="expected"):  # K rows for every image
+        psnr_limit(x, s[:-1], K)
 
 
 def test_image_benchmark_splits_and_hole_psnr():
@@ -156,5 +158,7 @@ def test_image_benchmark_splits_and_hole_psnr():
     assert val["split"] == "validation" and rv["psnr"] != rt["psnr"]
     # the hole is where the error lives: its PSNR is far below the whole image's
     assert rv["psnr_unobserved"] < rv["psnr"] - 3
+    # biharmonic keeps y where it is observed: PSNR of noise std 0.05, 10 log10(4 / 0.0025)
+    assert abs(rv["psnr_observed"] - 32.04) < 0.3
     with pytest.raises(ValueError, match="split"):
         image_benchmark(["sr4"], images=1, methods=["bicubic"], split="train")
