@@ -48,6 +48,7 @@ __all__ = [
     "image_options",
     "psnr_limit",
     "oracle_benchmark",
+    "paired_markdown",
     "image_benchmark",
     "main",
 ]
@@ -163,6 +164,7 @@ def oracle_benchmark(
                         "seconds_per_problem": secs.get(m, 0.0) / seeds,
                         "particles": methods[m][0] if m in methods else None,
                         "diverged": diverged,
+                        "sw": v,  # per seed (inf: diverged), for paired comparisons
                     }
                 )
             print(f"  oracle d={d} d_y={dy} done", flush=True)
@@ -192,6 +194,27 @@ def oracle_markdown(res: dict[str, Any]) -> str:
         f"{res['seeds']} seeds (diverged runs, NaN or Inf, are left out of the mean and "
         "counted); `floor` = two independent exact posterior sets."
     )
+    return "\n".join(lines)
+
+
+def paired_markdown(res: dict[str, Any], a: str = "afdps", b: str = "mcgdiff") -> str:
+    """SW(a) - SW(b) per (d, d_y), paired by seed (the same problem and exact samples):
+    mean ± standard error of the difference and on how many seeds a is at or below b.
+    Pairing removes the problem-to-problem spread that dominates each method's ± alone."""
+    lines = [
+        f"| d | d_y | {a} - {b} (paired) | {a} <= {b} |",
+        "|---|---|---|---|",
+    ]
+    rows = res["rows"]
+    for d, dy in dict.fromkeys((r["d"], r["d_y"]) for r in rows):
+        pick = lambda m: next(r for r in rows if (r["d"], r["d_y"], r["method"]) == (d, dy, m))
+        diff = torch.tensor(pick(a)["sw"], dtype=_F64) - torch.tensor(pick(b)["sw"], dtype=_F64)
+        diff = diff[torch.isfinite(diff)]
+        se = float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        lines.append(
+            f"| {d} | {dy} | {float(diff.mean()):+.2f} ± {se:.2f} | "
+            f"{int((diff <= 0).sum())} of {len(diff)} |"
+        )
     return "\n".join(lines)
 
 
@@ -486,6 +509,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--samples", type=int, default=512)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--dims", type=int, nargs="+", default=[8, 80, 800])
+    ap.add_argument(
+        "--oracle-methods", nargs="+", default=None, help="oracle samplers (default: all)"
+    )
     ap.add_argument("--images", type=int, default=None, help="first N held-out crops")
     ap.add_argument("--image-steps", type=int, default=50)
     ap.add_argument("--particles", type=int, default=4, help="samples per image")
@@ -518,8 +544,18 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     out: dict[str, Any] = {}
     if args.part in ("oracle", "all"):
-        out["oracle"] = oracle_benchmark(args.dims, (1, 2, 4), args.seeds, args.samples, args.steps)
+        methods = None
+        if args.oracle_methods is not None:
+            unknown = sorted(set(args.oracle_methods) - set(ORACLE_METHODS))
+            if unknown:
+                ap.error(f"unknown oracle methods {unknown}; available: {sorted(ORACLE_METHODS)}")
+            methods = {m: ORACLE_METHODS[m] for m in args.oracle_methods}
+        out["oracle"] = oracle_benchmark(
+            args.dims, (1, 2, 4), args.seeds, args.samples, args.steps, methods
+        )
         print(oracle_markdown(out["oracle"]) + "\n")
+        if {"afdps", "mcgdiff"} <= {r["method"] for r in out["oracle"]["rows"]}:
+            print(paired_markdown(out["oracle"]) + "\n")
     if args.part in ("particles", "all"):
         out["particles"] = particles_benchmark(
             seeds=args.seeds, samples=args.samples, steps=args.steps
