@@ -13,7 +13,9 @@ Here h is any registered posterior sampler driven by the unconditional denoiser 
 uses a conditional SR network with DDIM / DPM-Solver): by default PiGDM with eta = 0, whose
 every step is a deterministic DDIM step. A sampler that draws noise (DDRM, which always
 does in its observed coordinates) is run with a generator reseeded to ``seed`` for every
-chunk of candidates, so its score is a function of x_T and of that seed.
+chunk of candidates, so its score is a function of x_T and of that seed. With a learned
+prior give PiGDM ``weight="paper"`` (as ``evaluate.image_options`` does): its default
+Tweedie weight is unstable there, worst at eta = 0 (see :func:`~.posterior.pigdm`).
 """
 
 from __future__ import annotations
