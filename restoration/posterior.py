@@ -313,11 +313,13 @@ def pigdm(
 
     ``weight`` sets the guidance's time weighting:
 
-    - ``"tweedie"`` (default): the shift sigma_t^2 / alpha_t above, exact when the
-      denoiser's Jacobian is (the oracle's mixture denoiser);
+    - ``"tweedie"`` (default): the shift sigma_t^2 / alpha_t above, what Eq. 7 gives
+      through Tweedie's formula (the oracle tables use it);
     - ``"paper"``: the paper's Algorithm 1 and its official code (NVlabs/RED-diff,
-      ``algos/pgdm.py``), which add sqrt(alpha_bar_t) g to x_s instead, i.e. the shift
-      above times alpha_t^2. With a learned network the Jacobian at high noise is far
+      ``algos/pgdm.py``), which shift x0_hat by sqrt(alpha_bar_t) (d x0_hat / d x_t)^T
+      A^+ (y - A x0_hat) (their x_s adds it times the step's x0 coefficient): for
+      sigma_y = 0 exactly the shift above times alpha_t^2, which is how it is applied
+      here (keeping the sigma_y term). With a learned network the Jacobian at high noise is far
       from its ideal alpha_t-small value, and the 1 / alpha_t of the Tweedie weight
       (119 at the first step of the cosine schedule) amplifies that error: on the
       image prior the first guided x0 has norm ~6000 (sr4, eta = 0) and the sample
