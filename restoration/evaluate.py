@@ -29,12 +29,13 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from diffsci.core import VP, sliced_wasserstein
-from diffsci.core.utils import atomic_write_text
+from diffsci.core.utils import atomic_write_text, check_positive_int
 
 from .classical import CLASSICAL
 from .operators import Inpainting
@@ -171,6 +172,11 @@ def oracle_benchmark(
     return {"seeds": seeds, "samples": samples, "steps": steps, "rows": rows}
 
 
+def _cell(rows: list[dict[str, Any]], d: int, dy: int, method: str) -> dict[str, Any]:
+    """The oracle row of ``method`` at (d, d_y)."""
+    return next(r for r in rows if (r["d"], r["d_y"], r["method"]) == (d, dy, method))
+
+
 def oracle_markdown(res: dict[str, Any]) -> str:
     rows = res["rows"]
     methods = list(dict.fromkeys(r["method"] for r in rows))
@@ -179,7 +185,7 @@ def oracle_markdown(res: dict[str, Any]) -> str:
     for d, dy in dict.fromkeys((r["d"], r["d_y"]) for r in rows):
         cells = []
         for m in methods:
-            r = next(r for r in rows if (r["d"], r["d_y"], r["method"]) == (d, dy, m))
+            r = _cell(rows, d, dy, m)
             cell = f"{r['sw_mean']:.2f} ± {r['sw_se']:.2f}"
             if r.get("diverged"):
                 cell += f" ({r['diverged']} diverged)"
@@ -207,8 +213,8 @@ def paired_markdown(res: dict[str, Any], a: str = "afdps", b: str = "mcgdiff") -
     ]
     rows = res["rows"]
     for d, dy in dict.fromkeys((r["d"], r["d_y"]) for r in rows):
-        pick = lambda m: next(r for r in rows if (r["d"], r["d_y"], r["method"]) == (d, dy, m))
-        diff = torch.tensor(pick(a)["sw"], dtype=_F64) - torch.tensor(pick(b)["sw"], dtype=_F64)
+        sw = lambda m: torch.tensor(_cell(rows, d, dy, m)["sw"], dtype=_F64)
+        diff = sw(a) - sw(b)
         diff = diff[torch.isfinite(diff)]
         se = float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
         lines.append(
@@ -280,6 +286,25 @@ def _psnr_ssim(x: torch.Tensor, xh: torch.Tensor) -> tuple[float, float]:
     return sum(ps) / len(ps), sum(ss) / len(ss)
 
 
+def _split_images(split: str) -> torch.Tensor:
+    """The 64x64 float32 crops of an image split: "test" (``data.heldout_images``) or
+    "validation" (``data.validation_images``)."""
+    from .data import heldout_images, validation_images
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return (heldout_images if split == "test" else validation_images)(64).float()
+
+
+def _prior_denoiser(prior: str | None) -> tuple[Any, Callable[..., torch.Tensor]]:
+    """(process, D) of the image prior (``prior`` path, default the committed one); D runs
+    the float32 network and returns the caller's dtype."""
+    from .prior import load_prior
+
+    den = load_prior(prior)
+    return den.process, lambda xt, t, cond=None: den(xt.float(), t).to(xt.dtype)
+
+
 def image_benchmark(
     tasks=None,
     images: int | None = None,
@@ -298,8 +323,6 @@ def image_benchmark(
     only the named methods, diffusion or classical, of each task. ``split`` is "test"
     (the held-out crops) or "validation" (``data.validation_images``, where settings are
     chosen); ``options`` overrides :func:`image_options` per method."""
-    from .data import heldout_images, validation_images
-    from .prior import load_prior
     from .tasks import make_operator
 
     known = {m for d, c in IMAGE_METHODS.values() for m in (*d, *c)}
@@ -307,17 +330,13 @@ def image_benchmark(
         unknown = sorted(set(methods) - known)
         if unknown:
             raise ValueError(f"unknown image methods {unknown}; available: {sorted(known)}")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     keep = lambda m: methods is None or m in methods
     options = options or {}
     torch.manual_seed(seed)
-    x = (heldout_images if split == "test" else validation_images)(64).float()
+    x = _split_images(split)
     if images is not None:
         x = x[:images]
-    den = load_prior(prior)
-    p = den.process
-    D = lambda xt, t, cond=None: den(xt.float(), t).to(xt.dtype)
+    p, D = _prior_denoiser(prior)
     rows = []
     for task in tasks or IMAGE_METHODS:
         A = make_operator(task, x.shape[1:])
@@ -370,16 +389,12 @@ def boundary_benchmark(
     and ``fresh`` new random x_T (each shared by all images, as the chosen one is): their
     mean and standard deviation over draws, and how many of them the chosen x_T beats."""
     from .bcdm import sample_with_boundary, search_boundary
-    from .data import heldout_images, training_patches, validation_images
-    from .prior import load_prior
+    from .data import training_patches
     from .tasks import make_operator
 
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    den = load_prior(prior)
-    p = den.process
-    D = lambda xt, t, cond=None: den(xt.float(), t).to(xt.dtype)
-    x = (heldout_images if split == "test" else validation_images)(64).float()
+    fresh = check_positive_int("fresh", fresh)
+    x = _split_images(split)
+    p, D = _prior_denoiser(prior)
     A = make_operator(task, x.shape[1:])
     y = A.measure(x, _gen(seed))
     xs = training_patches(references, 64, _gen(seed + 10))

@@ -344,7 +344,8 @@ def pigdm(
         res = _spectral_y(A, Y) - s * A.Vt(x0)[:, :r]
         v = A.V(s * res / (r2 * s**2 + A.sigma_y**2))  # A^T (r^2 AA^T + sigma_y^2)^-1 res
         (g,) = torch.autograd.grad(x0, xg, v.detach())
-        w = float(sg**2 / a) * (float(a**2) if weight == "paper" else 1.0)
+        # Tweedie: sigma^2 / alpha; the paper's: that times alpha^2
+        w = float(sg**2 * a) if weight == "paper" else float(sg**2 / a)
         x0 = x0.detach() + scale * w * g
         last = i == steps - 1  # the last step returns the guided clean estimate
         x = x0 if last else _ddim_step(process, x, x0, t, t_next, eta, generator)

@@ -205,3 +205,5 @@ def test_boundary_benchmark_reports_the_search_and_the_draws():
     assert "| sr4 | ddrm | 3 |" in boundary_markdown([r])
     with pytest.raises(ValueError, match="split"):
         boundary_benchmark("ddrm", split="train")
+    with pytest.raises(ValueError, match="fresh"):
+        boundary_benchmark("ddrm", fresh=0)
