@@ -1,10 +1,10 @@
-"""Real grayscale photographs that ship with scikit-image, with a fixed train / test split.
+"""Real grayscale photographs that ship inside installable packages, with a fixed split.
 
-Every image comes from ``skimage.data`` and loads without a network (each was checked
-with the network blocked; ``brain``, ``cells3d``, ``eagle``, ``kidney``, ``lily``, ...
-need a pooch download and are not used; ``cat`` is the same picture as ``chelsea``).
-Images are converted to grayscale (ITU-R 601 luma via ``skimage.color.rgb2gray``) and
-mapped from [0, 1] to [-1, 1].
+Most images come from ``skimage.data``; every one loads without a network (each was
+checked with the network blocked; ``brain``, ``cells3d``, ``eagle``, ``kidney``,
+``lily``, ... need a pooch download and are not used; ``cat`` is the same picture as
+``chelsea``). Images are converted to grayscale (ITU-R 601 luma via
+``skimage.color.rgb2gray``) and mapped from [0, 1] to [-1, 1].
 
 The split is fixed and by whole image, so no test pixel is ever seen in training:
 
@@ -21,9 +21,19 @@ The split is fixed and by whole image, so no test pixel is ever seen in training
   hubble_deep_field, immunohistochemistry, moon, page, retina, rocket, text.
   (The synthetic images - binary_blobs, checkerboard, colorwheel, horse, logo,
   shepp_logan_phantom - and the 102-pixel microaneurysms are left out.)
+- ``PHOTOS``: five more natural photographs from three other packages, added to the
+  training set ``"photos"`` (``TRAINING_SETS``): grace_hopper (a portrait, matplotlib's
+  sample data), ascent (people on a staircase) and aero (an aerial view of a town), both
+  from PyWavelets' ``pywt.data``, and china (a temple) and flower (a flower head, CC-BY),
+  scikit-learn's ``load_sample_image``. ``"skimage"`` (``TRAINING`` alone) is the set the
+  first committed prior was trained on. PyWavelets' ``camera`` is skimage's held-out
+  camera and is never loaded; the right view of ``stereo_motorcycle`` shows the
+  validation scene and is never loaded either.
 
 Scale: the test images are the held-out photographs resized (with anti-aliasing) so
-that their short side is ``TEST_SHORT_SIDE = 128`` pixels; the central 128x128 square
+that their short side is ``PHOTOS = ("grace_hopper", "ascent", "aero", "china", "flower")
+TRAINING_SETS = {"skimage": TRAINING, "photos": TRAINING + PHOTOS}
+TEST_SHORT_SIDE = 128`` pixels; the central 128x128 square
 is cut into four 64x64 quadrants, so each test image shows a quarter of a scene, as a
 64x64 crop of a 128-pixel thumbnail. The prior is trained on 32x32 patches of the
 training images resized to short sides ``TRAIN_SHORT_SIDES = (128, 192)``: the test
@@ -43,6 +53,8 @@ import torch
 __all__ = [
     "HELDOUT",
     "TRAINING",
+    "PHOTOS",
+    "TRAINING_SETS",
     "TEST_SHORT_SIDE",
     "TRAIN_SHORT_SIDES",
     "load_image",
@@ -70,6 +82,8 @@ TRAINING = (
     "rocket",
     "text",
 )
+PHOTOS = ("grace_hopper", "ascent", "aero", "china", "flower")
+TRAINING_SETS = {"skimage": TRAINING, "photos": TRAINING + PHOTOS}
 TEST_SHORT_SIDE = 128
 TRAIN_SHORT_SIDES = (128, 192)
 CROPS_PER_IMAGE = 4
@@ -88,6 +102,35 @@ def _skimage():
     return skimage
 
 
+def _require(module: str, pip_name: str, image: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"the training image {image!r} ships with {pip_name}: pip install {pip_name} "
+            "(or pip install 'diffsci[restoration]')"
+        ) from err
+
+
+def _raw_image(name: str) -> np.ndarray:
+    """The image as its package stores it (uint8 or float, gray or RGB)."""
+    if name == "motorcycle":
+        return np.asarray(_skimage().data.stereo_motorcycle()[0])  # (left, right, disparity)
+    if name == "grace_hopper":
+        cbook = _require("matplotlib.cbook", "matplotlib", name)
+        mpimg = _require("matplotlib.image", "matplotlib", name)
+        with cbook.get_sample_data("grace_hopper.jpg") as f:
+            return np.asarray(mpimg.imread(f, format="jpg"))
+    if name in ("ascent", "aero"):
+        return np.asarray(getattr(_require("pywt.data", "PyWavelets", name), name)())
+    if name in ("china", "flower"):
+        datasets = _require("sklearn.datasets", "scikit-learn", name)
+        return np.asarray(datasets.load_sample_image(f"{name}.jpg"))
+    return np.asarray(getattr(_skimage().data, name)())
+
+
 @functools.cache
 def load_image(name: str, short_side: int | None = None) -> np.ndarray:
     """``skimage.data.<name>()`` as a float32 grayscale array in [-1, 1], resized with
@@ -96,13 +139,11 @@ def load_image(name: str, short_side: int | None = None) -> np.ndarray:
 
     The returned array is cached: treat it as read-only.
     """
-    if name not in HELDOUT + VALIDATION + TRAINING:
-        raise ValueError(f"unknown image {name!r}; use one of {HELDOUT + VALIDATION + TRAINING}")
+    known = HELDOUT + VALIDATION + TRAINING + PHOTOS
+    if name not in known:
+        raise ValueError(f"unknown image {name!r}; use one of {known}")
     sk = _skimage()
-    if name == "motorcycle":
-        img = np.asarray(sk.data.stereo_motorcycle()[0])  # (left, right, disparity)
-    else:
-        img = np.asarray(getattr(sk.data, name)())
+    img = _raw_image(name)
     if img.ndim == 3:
         img = sk.color.rgb2gray(img[..., :3])  # float in [0, 1]
     elif img.dtype == np.uint8:
@@ -118,28 +159,43 @@ def load_image(name: str, short_side: int | None = None) -> np.ndarray:
     return out
 
 
-def training_images() -> list[torch.Tensor]:
-    """The training images at every scale of ``TRAIN_SHORT_SIDES``, each (H, W) in [-1, 1]."""
+def _training_names(training_set: str) -> tuple[str, ...]:
+    if training_set not in TRAINING_SETS:
+        raise ValueError(
+            f"unknown training set {training_set!r}; available: {tuple(TRAINING_SETS)}"
+        )
+    return TRAINING_SETS[training_set]
+
+
+def training_images(training_set: str = "skimage") -> list[torch.Tensor]:
+    """The images of ``TRAINING_SETS[training_set]`` at every scale of
+    ``TRAIN_SHORT_SIDES``, each (H, W) in [-1, 1]."""
+    names = _training_names(training_set)
     return [
-        torch.from_numpy(load_image(name, s).copy()) for s in TRAIN_SHORT_SIDES for name in TRAINING
+        torch.from_numpy(load_image(name, s).copy()) for s in TRAIN_SHORT_SIDES for name in names
     ]
 
 
-@functools.lru_cache(maxsize=1)
-def _training_images() -> tuple[torch.Tensor, ...]:
-    return tuple(training_images())
+@functools.lru_cache(maxsize=2)
+def _training_images(training_set: str) -> tuple[torch.Tensor, ...]:
+    return tuple(training_images(training_set))
 
 
 def training_patches(
-    n: int, size: int = 32, generator: torch.Generator | None = None
+    n: int,
+    size: int = 32,
+    generator: torch.Generator | None = None,
+    training_set: str = "skimage",
 ) -> torch.Tensor:
-    """``n`` random ``size`` x ``size`` patches (n, 1, size, size) of the training images.
+    """``n`` random ``size`` x ``size`` patches (n, 1, size, size) of the training images
+    of ``training_set``.
 
     Each patch picks an (image, scale) pair uniformly, a position uniformly inside it and
     independent horizontal and vertical flips, all drawn from ``generator``: the same
     generator state gives the same batch.
     """
-    images = _training_images()
+    _training_names(training_set)  # refuses an unknown set before any image loads
+    images = _training_images(training_set)
     if n < 1 or size < 1:
         raise ValueError(f"need n >= 1 and size >= 1, got n={n}, size={size}")
     if size > min(min(im.shape) for im in images):

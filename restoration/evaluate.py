@@ -1,6 +1,6 @@
 """Restoration benchmark: ``python -m diffsci.restoration.evaluate``.
 
-Four parts, each a Markdown table on stdout and JSON written atomically to ``--out``:
+Five parts, each a Markdown table on stdout and JSON written atomically to ``--out``:
 
 ``oracle`` (the MCGdiff protocol, ``restoration.oracle``): for d in {8, 80, 800} and
 d_y in {1, 2, 4}, ``--seeds`` random problems; every posterior sampler with the exact
@@ -21,6 +21,10 @@ seconds per image for every diffusion method with the committed prior
 ``boundary``: BCDM (``restoration.bcdm``) on SR x4: the x_T found on training patches
 with each of ``--boundary-methods`` in its deterministic limit, against fresh random x_T
 and x_T = 0, one restoration per image (:func:`boundary_benchmark`).
+
+``denoise``: the prior as a denoiser (:func:`denoise_benchmark`): PSNR of its x0
+estimate on the crops of ``--split`` under Gaussian noise of each std in ``--sigmas``,
+the most direct measure of how well a prior has learned the images.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from .posterior import POSTERIOR_SAMPLERS, posterior_sample
 __all__ = [
     "ORACLE_METHODS",
     "boundary_benchmark",
+    "denoise_benchmark",
+    "denoise_markdown",
     "IMAGE_METHODS",
     "image_options",
     "psnr_limit",
@@ -439,6 +445,36 @@ def boundary_benchmark(
     }
 
 
+def denoise_benchmark(
+    sigmas=(0.1, 0.2, 0.4), prior: str | None = None, split: str = "test", seed: int = 0
+) -> dict[str, Any]:
+    """The prior's x0 estimate on noisy crops: for each noise std s (in [-1, 1] image
+    units), x_t = alpha_t (x + s eps) at the time t where sigma_t / alpha_t = s (log-SNR
+    -2 log s), and D(x_t, t) is scored by PSNR against x, next to the noisy x + s eps."""
+    sigmas = [float(s) for s in sigmas]
+    if not sigmas or min(sigmas) <= 0:
+        raise ValueError(f"denoise_benchmark needs noise stds > 0, got {sigmas}")
+    x = _split_images(split)
+    p, D = _prior_denoiser(prior)
+    rows = []
+    for s in sigmas:
+        noisy = x + s * torch.randn(x.shape, generator=_gen(seed))
+        t = p.t_of_log_snr(torch.tensor(-2.0 * math.log(s)))
+        with torch.no_grad():
+            x0 = D(p.alpha(t) * noisy, t.expand(len(x)))
+        rows.append(
+            {"sigma": s, "psnr_noisy": _psnr_ssim(x, noisy)[0], "psnr": _psnr_ssim(x, x0)[0]}
+        )
+    return {"split": split, "images": len(x), "prior": prior or "committed", "rows": rows}
+
+
+def denoise_markdown(res: dict[str, Any]) -> str:
+    lines = ["| noise std | noisy PSNR (dB) | prior's x0 PSNR (dB) |", "|---|---|---|"]
+    for r in res["rows"]:
+        lines.append(f"| {r['sigma']:g} | {r['psnr_noisy']:.2f} | {r['psnr']:.2f} |")
+    return "\n".join(lines)
+
+
 def boundary_markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| task | method | steps | reference: chosen / mean of candidates | chosen x_T "
@@ -518,7 +554,9 @@ def image_markdown(res: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m diffsci.restoration.evaluate")
     ap.add_argument(
-        "--part", choices=("oracle", "particles", "images", "boundary", "all"), default="all"
+        "--part",
+        choices=("oracle", "particles", "images", "boundary", "denoise", "all"),
+        default="all",
     )
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--samples", type=int, default=512)
@@ -553,6 +591,7 @@ def main(argv: list[str] | None = None) -> None:
         help="deterministic samplers of the boundary part (BCDM, sr4)",
     )
     ap.add_argument("--candidates", type=int, default=32, help="boundary part: x_T searched")
+    ap.add_argument("--sigmas", type=float, nargs="+", default=[0.1, 0.2, 0.4], help="denoise part")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="restoration_results.json")
     args = ap.parse_args(argv)
@@ -594,6 +633,9 @@ def main(argv: list[str] | None = None) -> None:
             for m in args.boundary_methods
         ]
         print(boundary_markdown(out["boundary"]) + "\n")
+    if args.part in ("denoise", "all"):
+        out["denoise"] = denoise_benchmark(args.sigmas, prior=args.prior, split=args.split)
+        print(denoise_markdown(out["denoise"]) + "\n")
     atomic_write_text(args.out, json.dumps(out, indent=1))
 
 

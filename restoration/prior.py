@@ -49,7 +49,7 @@ from diffsci.core.training import (
 )
 from diffsci.core.utils import atomic_write
 
-from .data import training_patches
+from .data import TRAINING_SETS, training_patches
 
 __all__ = [
     "PRIOR_NET",
@@ -112,24 +112,32 @@ def train_prior(
     train_checkpoint: str | os.PathLike = DEFAULT_TRAIN_CHECKPOINT,
     resume: bool = True,
     progress: bool = True,
+    training_set: str = "skimage",
 ) -> TrainResult:
-    """Train the prior on random 32x32 training patches and write the slim checkpoint.
+    """Train the prior on random 32x32 patches of ``data.TRAINING_SETS[training_set]``
+    and write the slim checkpoint.
 
     The full training state (weights, EMA, optimizer, generator) goes to
     ``train_checkpoint`` every ``checkpoint_every`` steps, and a run resumes from it
     exactly; at the end :func:`export_slim` writes ``out_path``.
     """
+    training_patches(1, PATCH_SIZE, None, training_set)  # a bad set fails before training
     den = build_prior(seed)
     cfg = prior_train_config(steps, batch_size, lr, seed, checkpoint_every)
-    data = lambda n, g: training_patches(n, PATCH_SIZE, g)
+    data = lambda n, g: training_patches(n, PATCH_SIZE, g, training_set)
     result = train(den, data, cfg, checkpoint=train_checkpoint, resume=resume, progress=progress)
-    export_slim(train_checkpoint, out_path)
+    export_slim(train_checkpoint, out_path, training_set)
     return result
 
 
-def export_slim(train_checkpoint: str | os.PathLike, out_path: str | os.PathLike) -> None:
+def export_slim(
+    train_checkpoint: str | os.PathLike,
+    out_path: str | os.PathLike,
+    training_set: str | None = None,
+) -> None:
     """Write the EMA weights, config, step, loss curve and training config of a full
-    training checkpoint to ``out_path`` (atomically): a file ``load_denoiser`` reads."""
+    training checkpoint to ``out_path`` (atomically): a file ``load_denoiser`` reads.
+    ``training_set`` (the name in ``data.TRAINING_SETS``) is recorded with them."""
     state = load_checkpoint(train_checkpoint)
     slim = {
         "format": FORMAT,
@@ -139,6 +147,8 @@ def export_slim(train_checkpoint: str | os.PathLike, out_path: str | os.PathLike
         "losses": torch.tensor(state["losses"], dtype=torch.float32),
         "train_config": state["train_config"],
     }
+    if training_set is not None:
+        slim["training_set"] = training_set
     save_checkpoint(out_path, slim)
 
 
@@ -202,6 +212,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-every", type=int, default=200)
     parser.add_argument("--train-checkpoint", default=DEFAULT_TRAIN_CHECKPOINT)
+    parser.add_argument(
+        "--training-set",
+        default="skimage",
+        choices=tuple(TRAINING_SETS),
+        help="the images to train on (data.TRAINING_SETS; default skimage)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--no-resume", action="store_true", help="start over")
     parser.add_argument(
@@ -214,12 +230,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     if args.export_only:
-        export_slim(args.train_checkpoint, args.out)
+        export_slim(args.train_checkpoint, args.out, args.training_set)
     else:
         cfg = prior_train_config(
             args.steps, args.batch_size, args.lr, args.seed, args.checkpoint_every
         )
-        print(f"training the prior: {PRIOR_NET}, {asdict(cfg)}", flush=True)
+        print(
+            f"training the prior on {args.training_set!r}: {PRIOR_NET}, {asdict(cfg)}", flush=True
+        )
         train_prior(
             args.out,
             args.steps,
@@ -229,6 +247,7 @@ def main(argv: list[str] | None = None) -> None:
             args.checkpoint_every,
             args.train_checkpoint,
             resume=not args.no_resume,
+            training_set=args.training_set,
         )
     state = load_checkpoint(args.out)
     losses = state["losses"]
