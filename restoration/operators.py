@@ -301,6 +301,13 @@ class LinearOperator:
         self._check_coords("U", z, self.y_dim)
         return self._measurement(spec.unpack_y(z))
 
+    @property
+    def noise_rcond(self) -> float | None:
+        """The relative pseudo-inverse cutoff at the noise level, sigma_y / max(s): the
+        directions where A's gain is below the noise std (their component of y is more
+        noise than signal for a unit-scale x) are dropped. None when sigma_y = 0."""
+        return self.sigma_y / float(self.singulars.max()) if self.sigma_y > 0 else None
+
     def pinv(self, y: torch.Tensor, rcond: float | None = None) -> torch.Tensor:
         """Pseudo-inverse A^+ y = V diag(1/s) U^T y over singular values s > rcond * max(s).
 

@@ -165,10 +165,7 @@ def reddiff(
                 f"{who}: init='pinv' needs an operator with an SVD; {type(A).__name__} has "
                 "none (use init='adjoint' or 'x1')"
             )
-        rcond = pinv_rcond
-        if rcond is None and A.sigma_y > 0:
-            rcond = A.sigma_y / float(A.singulars.max())
-        mu = A.pinv(Y, rcond=rcond)
+        mu = A.pinv(Y, rcond=A.noise_rcond if pinv_rcond is None else pinv_rcond)
     elif init == "adjoint":
         mu = A.T(Y)
     elif init == "x1":
