@@ -18,6 +18,11 @@ plateaued). Reproduce it, and the sample figure, with
     python -m diffsci.restoration.prior --steps 3000 --out restoration/checkpoints/prior.pt \
         --figure benchmarks/prior_samples.png
 
+``--training-set photos`` trains on ``data.TRAINING_SETS["photos"]`` instead (five more
+photographs); that prior (5000 steps, ``--threads 2``, 53 minutes) denoises 0.5 - 0.7 dB
+better but restored no better on the validation crops, so it is not the committed one
+(benchmarks/RESULTS.md, "fourth pass").
+
 It trains with core's :func:`~diffsci.core.training.train` (Fabric, EMA, atomic
 checkpoints, exact resume from ``--train-checkpoint``) and then writes a slim copy
 (EMA weights, config, loss curve; no optimizer state) to ``--out``.
