@@ -30,7 +30,7 @@ import time
 import torch
 
 from diffsci.core.nets import UNet
-from diffsci.core.utils import atomic_write_text
+from diffsci.core.utils import atomic_write_text, check_positive_int
 from diffsci.restoration.data import TRAINING_SETS, training_patches
 from diffsci.restoration.evaluate import _gen, _psnr_ssim, _split_images
 from diffsci.restoration.prior import PATCH_SIZE, PRIOR_NET
@@ -46,6 +46,8 @@ def regress(net: UNet, A, y: torch.Tensor) -> torch.Tensor:
 def train_regressor(
     task: str, steps: int, training_set: str, batch: int = 64, lr: float = 2e-3, seed: int = 0
 ) -> tuple[UNet, list[float]]:
+    check_positive_int("train_regressor: steps", steps)
+    check_positive_int("train_regressor: batch", batch)
     torch.manual_seed(seed)
     net = UNet(**PRIOR_NET)
     A = make_operator(task, (1, PATCH_SIZE, PATCH_SIZE))

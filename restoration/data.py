@@ -26,14 +26,12 @@ The split is fixed and by whole image, so no test pixel is ever seen in training
   sample data), ascent (people on a staircase) and aero (an aerial view of a town), both
   from PyWavelets' ``pywt.data``, and china (a temple) and flower (a flower head, CC-BY),
   scikit-learn's ``load_sample_image``. ``"skimage"`` (``TRAINING`` alone) is the set the
-  first committed prior was trained on. PyWavelets' ``camera`` is skimage's held-out
+  committed prior was trained on. PyWavelets' ``camera`` is skimage's held-out
   camera and is never loaded; the right view of ``stereo_motorcycle`` shows the
   validation scene and is never loaded either.
 
 Scale: the test images are the held-out photographs resized (with anti-aliasing) so
-that their short side is ``PHOTOS = ("grace_hopper", "ascent", "aero", "china", "flower")
-TRAINING_SETS = {"skimage": TRAINING, "photos": TRAINING + PHOTOS}
-TEST_SHORT_SIDE = 128`` pixels; the central 128x128 square
+that their short side is ``TEST_SHORT_SIDE = 128`` pixels; the central 128x128 square
 is cut into four 64x64 quadrants, so each test image shows a quarter of a scene, as a
 64x64 crop of a 128-pixel thumbnail. The prior is trained on 32x32 patches of the
 training images resized to short sides ``TRAIN_SHORT_SIDES = (128, 192)``: the test
@@ -194,8 +192,7 @@ def training_patches(
     independent horizontal and vertical flips, all drawn from ``generator``: the same
     generator state gives the same batch.
     """
-    _training_names(training_set)  # refuses an unknown set before any image loads
-    images = _training_images(training_set)
+    images = _training_images(training_set)  # an unknown set is refused before any load
     if n < 1 or size < 1:
         raise ValueError(f"need n >= 1 and size >= 1, got n={n}, size={size}")
     if size > min(min(im.shape) for im in images):

@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 _F64 = torch.float64
+DENOISE_SIGMAS = (0.1, 0.2, 0.4)  # the denoise part's noise stds, in [-1, 1] image units
 SPLITS = ("test", "validation")  # the image sets: data.heldout_images, data.validation_images
 
 # method -> (particles per group K (None: independent samples), options); every method
@@ -446,7 +447,7 @@ def boundary_benchmark(
 
 
 def denoise_benchmark(
-    sigmas=(0.1, 0.2, 0.4), prior: str | None = None, split: str = "test", seed: int = 0
+    sigmas=DENOISE_SIGMAS, prior: str | None = None, split: str = "test", seed: int = 0
 ) -> dict[str, Any]:
     """The prior's x0 estimate on noisy crops: for each noise std s (in [-1, 1] image
     units), x_t = alpha_t (x + s eps) at the time t where sigma_t / alpha_t = s (log-SNR
@@ -591,7 +592,9 @@ def main(argv: list[str] | None = None) -> None:
         help="deterministic samplers of the boundary part (BCDM, sr4)",
     )
     ap.add_argument("--candidates", type=int, default=32, help="boundary part: x_T searched")
-    ap.add_argument("--sigmas", type=float, nargs="+", default=[0.1, 0.2, 0.4], help="denoise part")
+    ap.add_argument(
+        "--sigmas", type=float, nargs="+", default=list(DENOISE_SIGMAS), help="denoise part"
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="restoration_results.json")
     args = ap.parse_args(argv)

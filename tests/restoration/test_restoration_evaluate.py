@@ -35,3 +35,30 @@ def test_cli_rejects_unknown_oracle_methods(tmp_path, capsys):
         main(["--part", "oracle", "--oracle-methods", "mcgdif", "--out", str(tmp_path / "o.json")])
     assert "unknown oracle methods ['mcgdif']" in capsys.readouterr().err
     assert not (tmp_path / "o.json").exists()
+
+
+def _regression_script():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[2] / "benchmarks" / "restoration_regression.py"
+    spec = importlib.util.spec_from_file_location("restoration_regression", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_regression_reference_corrects_the_pseudo_inverse_and_refuses_bad_budgets():
+    from diffsci.core.nets import UNet
+    from diffsci.restoration.prior import PRIOR_NET
+    from diffsci.restoration.tasks import make_operator
+
+    mod = _regression_script()
+    A = make_operator("sr4", (1, 32, 32))
+    y = A.measure(torch.rand(2, 1, 32, 32) * 2 - 1, torch.Generator().manual_seed(0))
+    with torch.no_grad():  # an untrained UNet outputs 0 (zero-initialised output conv)
+        assert torch.equal(mod.regress(UNet(**PRIOR_NET), A, y), A.pinv(y))
+    net, losses = mod.train_regressor("sr4", 2, "skimage", batch=2)
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        mod.train_regressor("sr4", 0, "skimage")
