@@ -62,3 +62,24 @@ def test_regression_reference_corrects_the_pseudo_inverse_and_refuses_bad_budget
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         mod.train_regressor("sr4", 0, "skimage")
+    with pytest.raises(ValueError, match="patch must be a positive integer"):
+        mod.train_regressor("sr4", 1, "skimage", patch=0)
+
+
+def test_regression_reference_can_correct_the_biharmonic_fill_of_the_box():
+    from diffsci.core.nets import UNet
+    from diffsci.restoration.classical import biharmonic
+    from diffsci.restoration.prior import PRIOR_NET
+    from diffsci.restoration.tasks import make_operator
+
+    mod = _regression_script()
+    A = make_operator("inpaint-box", (1, 16, 16))
+    y = A.measure(torch.rand(2, 1, 16, 16) * 2 - 1, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(mod.regress(UNet(**PRIOR_NET), A, y, "biharmonic"), biharmonic(A, y))
+    with pytest.raises(ValueError, match="unknown start 'tv'"):
+        mod.regress(UNet(**PRIOR_NET), A, y, "tv")
+    net, losses = mod.train_regressor(
+        "inpaint-box", 2, "skimage", batch=2, patch=16, start="biharmonic"
+    )
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
