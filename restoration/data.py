@@ -29,6 +29,8 @@ The split is fixed and by whole image, so no test pixel is ever seen in training
   committed prior was trained on. PyWavelets' ``camera`` is skimage's held-out
   camera and is never loaded; the right view of ``stereo_motorcycle`` shows the
   validation scene and is never loaded either.
+  Cut like the test images by :func:`photo_test_images`, they are also a second test
+  set (20 crops) for any prior that did not train on them, such as the committed one.
 
 Scale: the test images are the held-out photographs resized (with anti-aliasing) so
 that their short side is ``TEST_SHORT_SIDE = 128`` pixels; the central 128x128 square
@@ -60,6 +62,7 @@ __all__ = [
     "training_patches",
     "heldout_images",
     "validation_images",
+    "photo_test_images",
 ]
 
 HELDOUT = ("camera", "astronaut", "coffee")
@@ -226,6 +229,13 @@ def validation_images(size: int = 64) -> torch.Tensor:
     """The validation set: (4, 1, size, size) crops of ``VALIDATION``, cut as
     :func:`heldout_images`; for choosing sampler settings, never for training."""
     return _quadrants(VALIDATION, size)
+
+
+def photo_test_images(size: int = 64) -> torch.Tensor:
+    """A second test set: (5 * 4, 1, size, size) crops of ``PHOTOS``, cut as
+    :func:`heldout_images`. Held out only from priors trained on ``TRAINING_SETS
+    ["skimage"]`` (the committed one): the ``"photos"`` training set contains them."""
+    return _quadrants(PHOTOS, size)
 
 
 def _quadrants(names: tuple[str, ...], size: int) -> torch.Tensor:

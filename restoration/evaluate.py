@@ -62,7 +62,8 @@ __all__ = [
 
 _F64 = torch.float64
 DENOISE_SIGMAS = (0.1, 0.2, 0.4)  # the denoise part's noise stds, in [-1, 1] image units
-SPLITS = ("test", "validation")  # the image sets: data.heldout_images, data.validation_images
+# the image sets: data.heldout_images, data.validation_images, data.photo_test_images
+SPLITS = ("test", "validation", "photos")
 
 # method -> (particles per group K (None: independent samples), options); every method
 # gets the same number of time steps, and the table reports the evaluations per sample.
@@ -294,20 +295,33 @@ def _psnr_ssim(x: torch.Tensor, xh: torch.Tensor) -> tuple[float, float]:
 
 
 def _split_images(split: str) -> torch.Tensor:
-    """The 64x64 float32 crops of an image split: "test" (``data.heldout_images``) or
-    "validation" (``data.validation_images``)."""
-    from .data import heldout_images, validation_images
+    """The 64x64 float32 crops of an image split: "test" (``data.heldout_images``),
+    "validation" (``data.validation_images``) or "photos" (``data.photo_test_images``)."""
+    from .data import heldout_images, photo_test_images, validation_images
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    return (heldout_images if split == "test" else validation_images)(64).float()
+    crops = {"test": heldout_images, "validation": validation_images, "photos": photo_test_images}
+    return crops[split](64).float()
 
 
-def _prior_denoiser(prior: str | None) -> tuple[Any, Callable[..., torch.Tensor]]:
+def _prior_denoiser(
+    prior: str | None, split: str = "test"
+) -> tuple[Any, Callable[..., torch.Tensor]]:
     """(process, D) of the image prior (``prior`` path, default the committed one); D runs
-    the float32 network and returns the caller's dtype."""
-    from .prior import load_prior
+    the float32 network and returns the caller's dtype. On the "photos" split, a prior
+    whose checkpoint does not show that it never trained on those photographs is
+    refused."""
+    from .data import PHOTOS, TRAINING_SETS
+    from .prior import load_prior, prior_training_set
 
+    if split == "photos":
+        ts = prior_training_set(prior)
+        if ts is None or set(TRAINING_SETS.get(ts, PHOTOS)) & set(PHOTOS):
+            raise ValueError(
+                f"the photos split tests only priors that never trained on data.PHOTOS; "
+                f"the prior {prior or 'committed'!r} records training set {ts!r}"
+            )
     den = load_prior(prior)
     return den.process, lambda xt, t, cond=None: den(xt.float(), t).to(xt.dtype)
 
@@ -343,7 +357,7 @@ def image_benchmark(
     x = _split_images(split)
     if images is not None:
         x = x[:images]
-    p, D = _prior_denoiser(prior)
+    p, D = _prior_denoiser(prior, split)
     rows = []
     for task in tasks or IMAGE_METHODS:
         A = make_operator(task, x.shape[1:])
@@ -401,7 +415,7 @@ def boundary_benchmark(
 
     fresh = check_positive_int("fresh", fresh)
     x = _split_images(split)
-    p, D = _prior_denoiser(prior)
+    p, D = _prior_denoiser(prior, split)
     A = make_operator(task, x.shape[1:])
     y = A.measure(x, _gen(seed))
     xs = training_patches(references, 64, _gen(seed + 10))
@@ -456,7 +470,7 @@ def denoise_benchmark(
     if not sigmas or min(sigmas) <= 0:
         raise ValueError(f"denoise_benchmark needs noise stds > 0, got {sigmas}")
     x = _split_images(split)
-    p, D = _prior_denoiser(prior)
+    p, D = _prior_denoiser(prior, split)
     rows = []
     for s in sigmas:
         noisy = x + s * torch.randn(x.shape, generator=_gen(seed))
@@ -578,7 +592,8 @@ def main(argv: list[str] | None = None) -> None:
         "--split",
         choices=SPLITS,
         default="test",
-        help="image set: the held-out test crops or the validation crops",
+        help="image set: the held-out test crops, the validation crops or the photos crops "
+        "(a second test set for priors that never trained on data.PHOTOS)",
     )
     ap.add_argument(
         "--options",

@@ -64,6 +64,7 @@ __all__ = [
     "train_prior",
     "export_slim",
     "load_prior",
+    "prior_training_set",
     "sample_figure",
 ]
 
@@ -200,6 +201,15 @@ def load_prior(path: str | os.PathLike | None = None) -> Denoiser:
         with importlib.resources.as_file(ref) as p:
             return load_denoiser(p, ema=True)
     return load_denoiser(path, ema=True)
+
+
+def prior_training_set(path: str | os.PathLike | None = None) -> str | None:
+    """The name (in ``data.TRAINING_SETS``) of the set a prior checkpoint was trained on:
+    "skimage" for the committed one (trained before checkpoints recorded it), the
+    recorded name for a file, or None when the file does not record one."""
+    if path is None:
+        return "skimage"
+    return load_checkpoint(path).get("training_set")
 
 
 def sample_figure(

@@ -35,7 +35,10 @@ def test_added_photos_are_not_a_test_or_validation_picture(photo):
         assert abs(corr) < 0.9, (photo, other, corr)
 
 
-@pytest.mark.parametrize("fn,n", [(data.heldout_images, 12), (data.validation_images, 4)])
+@pytest.mark.parametrize(
+    "fn,n",
+    [(data.heldout_images, 12), (data.validation_images, 4), (data.photo_test_images, 20)],
+)
 def test_crops_are_deterministic_images_in_range(fn, n):
     x = fn(64)
     assert x.shape == (n, 1, 64, 64) and x.dtype == torch.float32

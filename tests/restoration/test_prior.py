@@ -126,3 +126,18 @@ def test_train_prior_writes_a_loadable_half_precision_wide_prior(tmp_path):
     assert d.shape == (1, 1, 64, 64) and bool(torch.isfinite(d).all())
     with pytest.raises(ValueError, match="unknown prior network 'huge'"):
         build_prior(net="huge")
+
+
+def test_the_photos_split_refuses_a_prior_that_trained_on_its_photographs(tmp_path):
+    from diffsci.restoration.evaluate import _prior_denoiser
+    from diffsci.restoration.prior import export_slim, prior_training_set, train_prior
+
+    full, out = tmp_path / "full.ckpt", tmp_path / "p.pt"
+    train_prior(out, 1, 2, checkpoint_every=1, train_checkpoint=full, progress=False)
+    assert prior_training_set(out) == "skimage" and prior_training_set(None) == "skimage"
+    _prior_denoiser(str(out), "photos")  # never saw data.PHOTOS: accepted
+    for name in ("photos", None):  # trained on them, or no record: refused
+        export_slim(full, out, name)
+        assert prior_training_set(out) == name
+        with pytest.raises(ValueError, match="never trained on data.PHOTOS"):
+            _prior_denoiser(str(out), "photos")
