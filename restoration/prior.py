@@ -58,7 +58,6 @@ from .data import TRAINING_SETS, training_patches
 
 __all__ = [
     "PRIOR_NET",
-    "PRIOR_NETS",
     "build_prior",
     "prior_train_config",
     "train_prior",
@@ -72,20 +71,6 @@ __all__ = [
 PRIOR_NET: dict[str, Any] = dict(
     in_channels=1, channels=(32, 64, 96), num_res_blocks=1, emb_dim=128, groups=8
 )
-#: The priors' networks by name: "small" is ``PRIOR_NET``; "wide" adds a fourth level and
-#: self-attention at the lowest resolution (2.19 M parameters), so that at 64x64 its
-#: receptive field spans the whole image (the box task's hole is 32x32).
-PRIOR_NETS: dict[str, dict[str, Any]] = {
-    "small": PRIOR_NET,
-    "wide": dict(
-        in_channels=1,
-        channels=(32, 64, 96, 128),
-        num_res_blocks=1,
-        emb_dim=128,
-        groups=8,
-        attention=True,
-    ),
-}
 PATCH_SIZE = 32
 REPRODUCE = (
     "python -m diffsci.restoration.prior --steps 3000 --out restoration/checkpoints/prior.pt"
@@ -93,12 +78,10 @@ REPRODUCE = (
 DEFAULT_TRAIN_CHECKPOINT = os.path.join(tempfile.gettempdir(), "diffsci-prior-train.ckpt")
 
 
-def build_prior(seed: int = 0, net: str = "small") -> Denoiser:
-    """The untrained prior: UNet(**PRIOR_NETS[net]), VP cosine process, v-prediction."""
-    if net not in PRIOR_NETS:
-        raise ValueError(f"unknown prior network {net!r}; available: {tuple(PRIOR_NETS)}")
+def build_prior(seed: int = 0) -> Denoiser:
+    """The untrained prior: UNet(**PRIOR_NET), VP cosine process, v-prediction."""
     torch.manual_seed(seed)  # network initialisation
-    return Denoiser(UNet(**PRIOR_NETS[net]), VP("cosine"), prediction="v")
+    return Denoiser(UNet(**PRIOR_NET), VP("cosine"), prediction="v")
 
 
 def prior_train_config(
@@ -107,16 +90,15 @@ def prior_train_config(
     lr: float = 2e-3,
     seed: int = 0,
     checkpoint_every: int = 200,
-    ema_decay: float = 0.995,
 ) -> TrainConfig:
     """The training hyper-parameters: Adam with a cosine learning-rate decay, gradient
-    clipping at 1 and an EMA, by default of horizon ~200 steps (decay 0.995, short
-    enough for a run of a few thousand steps)."""
+    clipping at 1 and an EMA of horizon ~200 steps (decay 0.995, short enough for a
+    run of a few thousand steps)."""
     return TrainConfig(
         steps=steps,
         batch_size=batch_size,
         lr=lr,
-        ema_decay=ema_decay,
+        ema_decay=0.995,
         grad_clip=1.0,
         weighting="v",
         time_sampling="uniform",
@@ -137,26 +119,20 @@ def train_prior(
     resume: bool = True,
     progress: bool = True,
     training_set: str = "skimage",
-    net: str = "small",
-    patch_size: int = PATCH_SIZE,
-    ema_decay: float = 0.995,
-    half: bool = False,
 ) -> TrainResult:
-    """Train the prior (network ``PRIOR_NETS[net]``) on random ``patch_size`` x
-    ``patch_size`` patches of ``data.TRAINING_SETS[training_set]`` and write the slim
-    checkpoint (its weights in float16 if ``half``).
+    """Train the prior on random 32x32 patches of ``data.TRAINING_SETS[training_set]``
+    and write the slim checkpoint.
 
     The full training state (weights, EMA, optimizer, generator) goes to
     ``train_checkpoint`` every ``checkpoint_every`` steps, and a run resumes from it
     exactly; at the end :func:`export_slim` writes ``out_path``.
     """
-    # a bad set, patch size or network fails before training
-    training_patches(1, patch_size, None, training_set)
-    den = build_prior(seed, net)
-    cfg = prior_train_config(steps, batch_size, lr, seed, checkpoint_every, ema_decay)
-    data = lambda n, g: training_patches(n, patch_size, g, training_set)
+    training_patches(1, PATCH_SIZE, None, training_set)  # a bad set fails before training
+    den = build_prior(seed)
+    cfg = prior_train_config(steps, batch_size, lr, seed, checkpoint_every)
+    data = lambda n, g: training_patches(n, PATCH_SIZE, g, training_set)
     result = train(den, data, cfg, checkpoint=train_checkpoint, resume=resume, progress=progress)
-    export_slim(train_checkpoint, out_path, training_set, patch_size, half)
+    export_slim(train_checkpoint, out_path, training_set)
     return result
 
 
@@ -164,28 +140,21 @@ def export_slim(
     train_checkpoint: str | os.PathLike,
     out_path: str | os.PathLike,
     training_set: str | None = None,
-    patch_size: int | None = None,
-    half: bool = False,
 ) -> None:
     """Write the EMA weights, config, step, loss curve and training config of a full
     training checkpoint to ``out_path`` (atomically): a file ``load_denoiser`` reads.
-    ``training_set`` (the name in ``data.TRAINING_SETS``) and ``patch_size`` are recorded
-    with them. ``half`` stores the floating-point weights in float16, halving the file
-    (loading casts them back into the float32 network)."""
+    ``training_set`` (the name in ``data.TRAINING_SETS``) is recorded with them."""
     state = load_checkpoint(train_checkpoint)
-    cast = lambda v: v.half() if half and v.is_floating_point() else v.clone()
     slim = {
         "format": FORMAT,
         "config": state["config"],
-        "ema": {k: cast(v) for k, v in state["ema"].items()},
+        "ema": {k: v.clone() for k, v in state["ema"].items()},
         "step": state["step"],
         "losses": torch.tensor(state["losses"], dtype=torch.float32),
         "train_config": state["train_config"],
     }
     if training_set is not None:
         slim["training_set"] = training_set
-    if patch_size is not None:
-        slim["patch_size"] = patch_size
     save_checkpoint(out_path, slim)
 
 
@@ -264,12 +233,6 @@ def main(argv: list[str] | None = None) -> None:
         choices=tuple(TRAINING_SETS),
         help="the images to train on (data.TRAINING_SETS; default skimage)",
     )
-    parser.add_argument(
-        "--net", default="small", choices=tuple(PRIOR_NETS), help="PRIOR_NETS (default small)"
-    )
-    parser.add_argument("--patch-size", type=int, default=PATCH_SIZE)
-    parser.add_argument("--ema-decay", type=float, default=0.995)
-    parser.add_argument("--half", action="store_true", help="store the weights in float16")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--no-resume", action="store_true", help="start over")
     parser.add_argument(
@@ -282,15 +245,13 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     if args.export_only:
-        export_slim(args.train_checkpoint, args.out, args.training_set, args.patch_size, args.half)
+        export_slim(args.train_checkpoint, args.out, args.training_set)
     else:
         cfg = prior_train_config(
-            args.steps, args.batch_size, args.lr, args.seed, args.checkpoint_every, args.ema_decay
+            args.steps, args.batch_size, args.lr, args.seed, args.checkpoint_every
         )
         print(
-            f"training the prior on {args.patch_size}x{args.patch_size} patches of "
-            f"{args.training_set!r}: {PRIOR_NETS[args.net]}, {asdict(cfg)}",
-            flush=True,
+            f"training the prior on {args.training_set!r}: {PRIOR_NET}, {asdict(cfg)}", flush=True
         )
         train_prior(
             args.out,
@@ -302,10 +263,6 @@ def main(argv: list[str] | None = None) -> None:
             args.train_checkpoint,
             resume=not args.no_resume,
             training_set=args.training_set,
-            net=args.net,
-            patch_size=args.patch_size,
-            ema_decay=args.ema_decay,
-            half=args.half,
         )
     state = load_checkpoint(args.out)
     losses = state["losses"]

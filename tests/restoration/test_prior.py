@@ -97,37 +97,6 @@ def test_denoise_benchmark_scores_the_committed_prior():
         denoise_benchmark((0.0,))
 
 
-def test_train_prior_writes_a_loadable_half_precision_wide_prior(tmp_path):
-    from diffsci.core.training import load_checkpoint
-    from diffsci.restoration.prior import PRIOR_NETS, build_prior, train_prior
-
-    out = tmp_path / "p.pt"
-    train_prior(
-        out,
-        steps=2,
-        batch_size=2,
-        checkpoint_every=1,
-        train_checkpoint=tmp_path / "full.ckpt",
-        progress=False,
-        net="wide",
-        patch_size=16,
-        half=True,
-    )
-    slim = load_checkpoint(out)
-    assert slim["patch_size"] == 16 and slim["training_set"] == "skimage"
-    assert {v.dtype for v in slim["ema"].values() if v.is_floating_point()} == {torch.float16}
-    prior = load_prior(out)
-    wide = sum(p.numel() for p in prior.net.parameters())
-    assert wide == sum(p.numel() for p in build_prior(net="wide").net.parameters())
-    assert wide > 2_000_000 and PRIOR_NETS["wide"]["attention"]
-    assert next(prior.net.parameters()).dtype == torch.float32
-    with torch.no_grad():
-        d = prior(torch.zeros(1, 1, 64, 64), torch.tensor([0.5], dtype=torch.float64))
-    assert d.shape == (1, 1, 64, 64) and bool(torch.isfinite(d).all())
-    with pytest.raises(ValueError, match="unknown prior network 'huge'"):
-        build_prior(net="huge")
-
-
 def test_the_photos_split_refuses_a_prior_that_trained_on_its_photographs(tmp_path):
     from diffsci.restoration.evaluate import _prior_denoiser
     from diffsci.restoration.prior import export_slim, prior_training_set, train_prior
