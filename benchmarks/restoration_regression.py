@@ -16,7 +16,8 @@ inpainting, the biharmonic fill (``--start biharmonic``: the network then only h
 correct the best classical baseline). It trains on random patches of
 ``data.TRAINING_SETS[--training-set]`` with fresh measurement noise every batch (Adam,
 cosine learning-rate decay, gradient clipping at 1), then runs on the 64x64 crops
-(fully convolutional) with the benchmark's measurement noise (``evaluate._gen(0)``).
+(fully convolutional) with the benchmark's measurement noise (``evaluate._gen(0)``), on
+the validation and test splits and, when it trained on the skimage set, the photos one.
 
 The patch size defaults to 32 for SR x4 (the prior's) and to 64 for box inpainting: the
 box task's hole is half the image side, so only 64x64 patches show the network the
@@ -118,7 +119,9 @@ def main(argv: list[str] | None = None) -> None:
     out |= {"start": args.start, "patch": patch, "batch": batch}
     out["train_seconds"] = time.perf_counter() - tic
     out["final_mse"] = sum(losses[-100:]) / min(100, len(losses))
-    for split in ("validation", "test"):
+    # the photos split is held out only from a regressor that never trained on data.PHOTOS
+    splits = ("validation", "test") + (("photos",) if args.training_set == "skimage" else ())
+    for split in splits:
         x = _split_images(split)
         A = make_operator(args.task, x.shape[1:])
         y = A.measure(x, _gen(0))
