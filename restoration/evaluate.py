@@ -284,13 +284,20 @@ def particles_markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _psnr_ssim(x: torch.Tensor, xh: torch.Tensor) -> tuple[float, float]:
+def _per_image_psnr_ssim(x: torch.Tensor, xh: torch.Tensor) -> tuple[list, list]:
+    """skimage's PSNR and SSIM of each image (data range 2, estimates clamped to [-1, 1])."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     a = x.double().numpy()
     b = xh.double().clamp(-1, 1).numpy()
-    ps = [peak_signal_noise_ratio(u, v, data_range=2.0) for u, v in zip(a, b)]
-    ss = [structural_similarity(u, v, data_range=2.0, channel_axis=0) for u, v in zip(a, b)]
+    ps = [float(peak_signal_noise_ratio(u, v, data_range=2.0)) for u, v in zip(a, b)]
+    ss = [float(structural_similarity(u, v, data_range=2.0, channel_axis=0)) for u, v in zip(a, b)]
+    return ps, ss
+
+
+def _psnr_ssim(x: torch.Tensor, xh: torch.Tensor) -> tuple[float, float]:
+    """The mean over images of PSNR and SSIM."""
+    ps, ss = _per_image_psnr_ssim(x, xh)
     return sum(ps) / len(ps), sum(ss) / len(ss)
 
 
@@ -541,7 +548,9 @@ def _image_row(task, method, kind, x, xh, sec, A=None) -> dict[str, Any]:
     row: dict[str, Any] = {"task": task, "method": method, "kind": kind, "sec": sec}
     if not bool(torch.isfinite(xh).all()):
         return {**row, "psnr": math.nan, "ssim": math.nan}
-    row["psnr"], row["ssim"] = _psnr_ssim(x, xh)
+    ps, ss = _per_image_psnr_ssim(x, xh)
+    row["psnr"], row["ssim"] = sum(ps) / len(ps), sum(ss) / len(ss)
+    row["psnr_per_image"] = ps  # in the split's order, for reading which images decide
     if isinstance(A, Inpainting):  # PSNR over the pixels A does / does not observe, pooled
         err = (xh.double().clamp(-1, 1) - x.double()).square()
         seen = A.mask.expand_as(x)
