@@ -83,3 +83,14 @@ def test_regression_reference_can_correct_the_biharmonic_fill_of_the_box():
         "inpaint-box", 2, "skimage", batch=2, patch=16, start="biharmonic"
     )
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+
+
+def test_image_benchmark_scores_a_central_crop_with_the_operator_scaled_to_it():
+    from diffsci.restoration.evaluate import image_benchmark
+
+    res = image_benchmark(["inpaint-box"], images=2, methods=["biharmonic"], crop=32)
+    (row,) = res["rows"]
+    assert res["size"] == 32 and len(row["psnr_per_image"]) == 2
+    assert row["psnr_unobserved"] < row["psnr_observed"]  # the 16x16 hole is the hard part
+    with pytest.raises(ValueError, match="crop must be in"):
+        image_benchmark(["inpaint-box"], images=1, methods=["biharmonic"], crop=65)
