@@ -42,7 +42,7 @@ from diffsci.core.nets import UNet
 from diffsci.core.utils import atomic_write_text, check_positive_int
 from diffsci.restoration.classical import biharmonic
 from diffsci.restoration.data import TRAINING_SETS, training_patches
-from diffsci.restoration.evaluate import _gen, _image_row, _split_images
+from diffsci.restoration.evaluate import SPLITS, _gen, _held_out_from, _image_row, _split_images
 from diffsci.restoration.prior import PATCH_SIZE, PRIOR_NET
 from diffsci.restoration.tasks import make_operator
 
@@ -119,9 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     out |= {"start": args.start, "patch": patch, "batch": batch}
     out["train_seconds"] = time.perf_counter() - tic
     out["final_mse"] = sum(losses[-100:]) / min(100, len(losses))
-    # the photos split is held out only from a regressor that never trained on data.PHOTOS
-    splits = ("validation", "test") + (("photos",) if args.training_set == "skimage" else ())
-    for split in splits:
+    for split in filter(lambda s: _held_out_from(s, args.training_set), SPLITS):
         x = _split_images(split)
         A = make_operator(args.task, x.shape[1:])
         y = A.measure(x, _gen(0))

@@ -312,6 +312,17 @@ def _split_images(split: str) -> torch.Tensor:
     return crops[split](64).float()
 
 
+def _held_out_from(split: str, training_set: str | None) -> bool:
+    """Whether a model trained on ``data.TRAINING_SETS[training_set]`` never saw the
+    images of ``split``. Only the photos split can be seen (the "photos" set holds it);
+    a model that records no set, or an unknown one, is not shown to have missed it."""
+    from .data import PHOTOS, TRAINING_SETS
+
+    if split != "photos":
+        return True
+    return training_set in TRAINING_SETS and not set(TRAINING_SETS[training_set]) & set(PHOTOS)
+
+
 def _prior_denoiser(
     prior: str | None, split: str = "test"
 ) -> tuple[Any, Callable[..., torch.Tensor]]:
@@ -319,16 +330,13 @@ def _prior_denoiser(
     the float32 network and returns the caller's dtype. On the "photos" split, a prior
     whose checkpoint does not show that it never trained on those photographs is
     refused."""
-    from .data import PHOTOS, TRAINING_SETS
     from .prior import load_prior, prior_training_set
 
-    if split == "photos":
-        ts = prior_training_set(prior)
-        if ts is None or set(TRAINING_SETS.get(ts, PHOTOS)) & set(PHOTOS):
-            raise ValueError(
-                f"the photos split tests only priors that never trained on data.PHOTOS; "
-                f"the prior {prior or 'committed'!r} records training set {ts!r}"
-            )
+    if split == "photos" and not _held_out_from(split, ts := prior_training_set(prior)):
+        raise ValueError(
+            f"the photos split tests only priors that never trained on data.PHOTOS; "
+            f"the prior {prior or 'committed'!r} records training set {ts!r}"
+        )
     den = load_prior(prior)
     return den.process, lambda xt, t, cond=None: den(xt.float(), t).to(xt.dtype)
 
@@ -350,8 +358,8 @@ def image_benchmark(
     Each diffusion method runs K samples (or particles) per image and is scored on their
     (weighted) mean, the MMSE estimate that PSNR rewards. ``methods`` (default all) keeps
     only the named methods, diffusion or classical, of each task. ``split`` is "test"
-    (the held-out crops) or "validation" (``data.validation_images``, where settings are
-    chosen); ``options`` overrides :func:`image_options` per method. ``crop`` keeps only
+    (the held-out crops), "validation" (``data.validation_images``, where settings are
+    chosen) or "photos" (``data.photo_test_images``, a second test set); ``options`` overrides :func:`image_options` per method. ``crop`` keeps only
     the central crop x crop square of each 64x64 crop, at the same pixel scale; the
     task's operator scales with it (a 16x16 box hole at crop 32, the prior's training
     patch size)."""
@@ -402,8 +410,8 @@ def image_benchmark(
                 row["psnr_limit"] = psnr_limit(x, post.x, K)
             rows.append(row)
         print(f"  images {task} done", flush=True)
-    res = {"images": len(x), "split": split, "steps": steps, "K": K, "rows": rows}
-    return res | {"size": x.shape[-1]}
+    size = x.shape[-1]
+    return {"images": len(x), "size": size, "split": split, "steps": steps, "K": K, "rows": rows}
 
 
 def boundary_benchmark(

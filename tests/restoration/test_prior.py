@@ -98,8 +98,11 @@ def test_denoise_benchmark_scores_the_committed_prior():
 
 
 def test_the_photos_split_refuses_a_prior_that_trained_on_its_photographs(tmp_path):
-    from diffsci.restoration.evaluate import _prior_denoiser
+    from diffsci.restoration.evaluate import _held_out_from, _prior_denoiser
     from diffsci.restoration.prior import export_slim, prior_training_set, train_prior
+
+    assert _held_out_from("photos", "skimage") and _held_out_from("test", None)
+    assert not any(_held_out_from("photos", ts) for ts in ("photos", None, "unknown"))
 
     full, out = tmp_path / "full.ckpt", tmp_path / "p.pt"
     train_prior(out, 1, 2, checkpoint_every=1, train_checkpoint=full, progress=False)
