@@ -31,6 +31,12 @@ The split is fixed and by whole image, so no test pixel is ever seen in training
   validation scene and is never loaded either.
   Cut like the test images by :func:`photo_test_images`, they are also a second test
   set (20 crops) for any prior that did not train on them, such as the committed one.
+- ``DEBIAN_PHOTOS``: 43 natural photographs from four Debian packages (``apt-get install
+  mate-backgrounds palapeli-data opencv-doc plasma-workspace-wallpapers``): wallpapers
+  of flowers, dunes, forests and lakes, jigsaw pictures of a castle, a bridge and
+  animals, and OpenCV's sample photographs (a baboon, fruit, a street, a footballer,
+  office clutter). The training set ``"debian"`` is ``TRAINING`` plus these, and leaves
+  out ``PHOTOS``, so that the photos split stays unseen by a prior trained on it.
 
 Scale: the test images are the held-out photographs resized (with anti-aliasing) so
 that their short side is ``TEST_SHORT_SIDE = 128`` pixels; the central 128x128 square
@@ -46,6 +52,7 @@ horizontal and vertical flips augment the patches.
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 import torch
@@ -54,6 +61,8 @@ __all__ = [
     "HELDOUT",
     "TRAINING",
     "PHOTOS",
+    "DEBIAN_PHOTOS",
+    "DEBIAN_PACKAGES",
     "TRAINING_SETS",
     "TEST_SHORT_SIDE",
     "TRAIN_SHORT_SIDES",
@@ -84,7 +93,89 @@ TRAINING = (
     "text",
 )
 PHOTOS = ("grace_hopper", "ascent", "aero", "china", "flower")
-TRAINING_SETS = {"skimage": TRAINING, "photos": TRAINING + PHOTOS}
+
+#: Natural photographs shipped by four Debian packages, name -> (package, file). Chosen
+#: by eye from everything the packages hold: the desktop wallpapers that are photographs,
+#: the jigsaw pictures, and the photographs among OpenCV's sample images (left out:
+#: chessboards, text, logos, synthetic scenes, paintings, the second view of each stereo
+#: or near-duplicate pair, and OpenCV's aero1 / aero3, which may show PHOTOS' aero).
+DEBIAN_PHOTOS: dict[str, tuple[str, str]] = {
+    **{
+        f"mate_{n.lower()}": ("mate-backgrounds", f"/usr/share/backgrounds/mate/nature/{n}.jpg")
+        for n in (
+            "Aqua",
+            "Blinds",
+            "Dune",
+            "FreshFlower",
+            "Garden",
+            "GreenMeadow",
+            "LadyBird",
+            "RainDrops",
+            "Storm",
+            "TwoWings",
+            "Wood",
+            "YellowFlower",
+        )
+    },  # fmt: skip
+    **{
+        f"palapeli_{n.split('-')[0]}": ("palapeli-data", f"/usr/share/palapeli/collection/{n}.jpg")
+        for n in (
+            "castle-maintenon",
+            "cincinnati-bridge",
+            "citrus-fruits",
+            "european-honey-bee",
+            "panther-chameleon-female",
+        )
+    },  # fmt: skip
+    **{
+        f"opencv_{n.split('.')[0].lower()}": (
+            "opencv-doc",
+            f"/usr/share/doc/opencv-doc/examples/data/{n}",
+        )
+        for n in (
+            "aloeL.jpg",
+            "apple.jpg",
+            "baboon.jpg",
+            "board.jpg",
+            "box_in_scene.png",
+            "building.jpg",
+            "butterfly.jpg",
+            "chicky_512.png",
+            "fruits.jpg",
+            "graf1.png",
+            "home.jpg",
+            "leuvenA.jpg",
+            "messi5.jpg",
+            "orange.jpg",
+            "rubberwhale1.png",
+            "smarties.png",
+            "squirrel_cls.jpg",
+            "stuff.jpg",
+        )
+    },  # fmt: skip
+    **{
+        f"plasma_{n.lower()}": (
+            "plasma-workspace-wallpapers",
+            f"/usr/share/wallpapers/{n}/contents/images/{size}.jpg",
+        )
+        for n, size in (
+            ("Autumn", "1280x1024"),
+            ("BytheWater", "1280x1024"),
+            ("ColdRipple", "1280x1024"),
+            ("EveningGlow", "1280x1024"),
+            ("FallenLeaf", "1280x1024"),
+            ("OneStandsOut", "1280x1024"),
+            ("Path", "1280x1024"),
+            ("summer_1am", "1280x1024"),
+        )
+    },  # fmt: skip
+}
+DEBIAN_PACKAGES = tuple(sorted({pkg for pkg, _ in DEBIAN_PHOTOS.values()}))
+TRAINING_SETS = {
+    "skimage": TRAINING,
+    "photos": TRAINING + PHOTOS,
+    "debian": TRAINING + tuple(DEBIAN_PHOTOS),
+}
 TEST_SHORT_SIDE = 128
 TRAIN_SHORT_SIDES = (128, 192)
 CROPS_PER_IMAGE = 4
@@ -94,6 +185,7 @@ def _skimage():
     try:
         import skimage.color
         import skimage.data
+        import skimage.io
         import skimage.transform
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
@@ -126,10 +218,23 @@ def _raw_image(name: str) -> np.ndarray:
             return np.asarray(mpimg.imread(f, format="jpg"))
     if name in ("ascent", "aero"):
         return np.asarray(getattr(_require("pywt.data", "PyWavelets", name), name)())
+    if name in DEBIAN_PHOTOS:
+        return _debian_image(name)
     if name in ("china", "flower"):
         datasets = _require("sklearn.datasets", "scikit-learn", name)
         return np.asarray(datasets.load_sample_image(f"{name}.jpg"))
     return np.asarray(getattr(_skimage().data, name)())
+
+
+def _debian_image(name: str) -> np.ndarray:
+    package, path = DEBIAN_PHOTOS[name]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"the training image {name!r} ({path}) ships with the Debian package "
+            f"{package}: apt-get install {package} (the 'debian' training set needs "
+            f"{' '.join(DEBIAN_PACKAGES)})"
+        )
+    return np.asarray(_skimage().io.imread(path))
 
 
 @functools.cache
@@ -140,7 +245,7 @@ def load_image(name: str, short_side: int | None = None) -> np.ndarray:
 
     The returned array is cached: treat it as read-only.
     """
-    known = HELDOUT + VALIDATION + TRAINING + PHOTOS
+    known = HELDOUT + VALIDATION + TRAINING + PHOTOS + tuple(DEBIAN_PHOTOS)
     if name not in known:
         raise ValueError(f"unknown image {name!r}; use one of {known}")
     sk = _skimage()

@@ -102,6 +102,7 @@ def test_the_photos_split_refuses_a_prior_that_trained_on_its_photographs(tmp_pa
     from diffsci.restoration.prior import export_slim, prior_training_set, train_prior
 
     assert _held_out_from("photos", "skimage") and _held_out_from("test", None)
+    assert _held_out_from("photos", "debian")  # the Debian set leaves PHOTOS out
     assert not any(_held_out_from("photos", ts) for ts in ("photos", None, "unknown"))
 
     full, out = tmp_path / "full.ckpt", tmp_path / "p.pt"
