@@ -99,76 +99,40 @@ PHOTOS = ("grace_hopper", "ascent", "aero", "china", "flower")
 #: the jigsaw pictures, and the photographs among OpenCV's sample images (left out:
 #: chessboards, text, logos, synthetic scenes, paintings, the second view of each stereo
 #: or near-duplicate pair, and OpenCV's aero1 / aero3, which may show PHOTOS' aero).
+_DEBIAN_SOURCES = (  # (package, path pattern, prefix of our names, file stems)
+    (
+        "mate-backgrounds",
+        "/usr/share/backgrounds/mate/nature/{}.jpg",
+        "mate",
+        "Aqua Blinds Dune FreshFlower Garden GreenMeadow LadyBird RainDrops Storm TwoWings "
+        "Wood YellowFlower",
+    ),
+    (
+        "palapeli-data",
+        "/usr/share/palapeli/collection/{}.jpg",
+        "palapeli",
+        "castle-maintenon cincinnati-bridge citrus-fruits european-honey-bee "
+        "panther-chameleon-female",
+    ),
+    (
+        "opencv-doc",
+        "/usr/share/doc/opencv-doc/examples/data/{}",
+        "opencv",
+        "aloeL.jpg apple.jpg baboon.jpg board.jpg box_in_scene.png building.jpg butterfly.jpg "
+        "chicky_512.png fruits.jpg graf1.png home.jpg leuvenA.jpg messi5.jpg orange.jpg "
+        "rubberwhale1.png smarties.png squirrel_cls.jpg stuff.jpg",
+    ),
+    (
+        "plasma-workspace-wallpapers",
+        "/usr/share/wallpapers/{}/contents/images/1280x1024.jpg",
+        "plasma",
+        "Autumn BytheWater ColdRipple EveningGlow FallenLeaf OneStandsOut Path summer_1am",
+    ),
+)
 DEBIAN_PHOTOS: dict[str, tuple[str, str]] = {
-    **{
-        f"mate_{n.lower()}": ("mate-backgrounds", f"/usr/share/backgrounds/mate/nature/{n}.jpg")
-        for n in (
-            "Aqua",
-            "Blinds",
-            "Dune",
-            "FreshFlower",
-            "Garden",
-            "GreenMeadow",
-            "LadyBird",
-            "RainDrops",
-            "Storm",
-            "TwoWings",
-            "Wood",
-            "YellowFlower",
-        )
-    },  # fmt: skip
-    **{
-        f"palapeli_{n.split('-')[0]}": ("palapeli-data", f"/usr/share/palapeli/collection/{n}.jpg")
-        for n in (
-            "castle-maintenon",
-            "cincinnati-bridge",
-            "citrus-fruits",
-            "european-honey-bee",
-            "panther-chameleon-female",
-        )
-    },  # fmt: skip
-    **{
-        f"opencv_{n.split('.')[0].lower()}": (
-            "opencv-doc",
-            f"/usr/share/doc/opencv-doc/examples/data/{n}",
-        )
-        for n in (
-            "aloeL.jpg",
-            "apple.jpg",
-            "baboon.jpg",
-            "board.jpg",
-            "box_in_scene.png",
-            "building.jpg",
-            "butterfly.jpg",
-            "chicky_512.png",
-            "fruits.jpg",
-            "graf1.png",
-            "home.jpg",
-            "leuvenA.jpg",
-            "messi5.jpg",
-            "orange.jpg",
-            "rubberwhale1.png",
-            "smarties.png",
-            "squirrel_cls.jpg",
-            "stuff.jpg",
-        )
-    },  # fmt: skip
-    **{
-        f"plasma_{n.lower()}": (
-            "plasma-workspace-wallpapers",
-            f"/usr/share/wallpapers/{n}/contents/images/{size}.jpg",
-        )
-        for n, size in (
-            ("Autumn", "1280x1024"),
-            ("BytheWater", "1280x1024"),
-            ("ColdRipple", "1280x1024"),
-            ("EveningGlow", "1280x1024"),
-            ("FallenLeaf", "1280x1024"),
-            ("OneStandsOut", "1280x1024"),
-            ("Path", "1280x1024"),
-            ("summer_1am", "1280x1024"),
-        )
-    },  # fmt: skip
+    f"{prefix}_{stem.split('.')[0].split('-')[0].lower()}": (package, pattern.format(stem))
+    for package, pattern, prefix, stems in _DEBIAN_SOURCES
+    for stem in stems.split()
 }
 DEBIAN_PACKAGES = tuple(sorted({pkg for pkg, _ in DEBIAN_PHOTOS.values()}))
 TRAINING_SETS = {
