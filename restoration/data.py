@@ -25,18 +25,19 @@ The split is fixed and by whole image, so no test pixel is ever seen in training
   training set ``"photos"`` (``TRAINING_SETS``): grace_hopper (a portrait, matplotlib's
   sample data), ascent (people on a staircase) and aero (an aerial view of a town), both
   from PyWavelets' ``pywt.data``, and china (a temple) and flower (a flower head, CC-BY),
-  scikit-learn's ``load_sample_image``. ``"skimage"`` (``TRAINING`` alone) is the set the
-  committed prior was trained on. PyWavelets' ``camera`` is skimage's held-out
-  camera and is never loaded; the right view of ``stereo_motorcycle`` shows the
-  validation scene and is never loaded either.
+  scikit-learn's ``load_sample_image``. ``"skimage"`` is ``TRAINING`` alone.
+  PyWavelets' ``camera`` is skimage's held-out camera and is never loaded; the right
+  view of ``stereo_motorcycle`` shows the validation scene and is never loaded either.
   Cut like the test images by :func:`photo_test_images`, they are also a second test
-  set (20 crops) for any prior that did not train on them, such as the committed one.
+  set (20 crops) for any prior that did not train on them, such as the committed one
+  (trained on ``"debian"``).
 - ``DEBIAN_PHOTOS``: 43 natural photographs from four Debian packages (``apt-get install
   mate-backgrounds palapeli-data opencv-doc plasma-workspace-wallpapers``): wallpapers
   of flowers, dunes, forests and lakes, jigsaw pictures of a castle, a bridge and
   animals, and OpenCV's sample photographs (a baboon, fruit, a street, a footballer,
   office clutter). The training set ``"debian"`` is ``TRAINING`` plus these, and leaves
-  out ``PHOTOS``, so that the photos split stays unseen by a prior trained on it.
+  out ``PHOTOS``, so that the photos split stays unseen by a prior trained on it. The
+  committed prior trained on it.
 
 Scale: the test images are the held-out photographs resized (with anti-aliasing) so
 that their short side is ``TEST_SHORT_SIDE = 128`` pixels; the central 128x128 square
@@ -302,8 +303,8 @@ def validation_images(size: int = 64) -> torch.Tensor:
 
 def photo_test_images(size: int = 64) -> torch.Tensor:
     """A second test set: (5 * 4, 1, size, size) crops of ``PHOTOS``, cut as
-    :func:`heldout_images`. Held out only from priors trained on ``TRAINING_SETS
-    ["skimage"]`` (the committed one): the ``"photos"`` training set contains them."""
+    :func:`heldout_images`. Held out from priors trained on the "skimage" or "debian"
+    set (the committed one), not from those trained on "photos", which contains them."""
     return _quadrants(PHOTOS, size)
 
 
