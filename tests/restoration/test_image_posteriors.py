@@ -96,9 +96,9 @@ def test_dps_on_an_image_fits_the_measurement(crop):
     """Random inpainting (half the pixels, sigma_y 0.05), the benchmark's rule zeta' = 3, 50
     steps, one sample. Measured on held-out crops 0 / 1 / 2 (the prior trained on the
     "debian" set): PSNR 29.6 / 29.5 / 31.2 dB against 12.6 / 14.2 / 12.4 for the
-    zero-filled pseudo-inverse, rms residual 0.048 / 0.045 / 0.051 (sigma_y = 0.05). Before the fix (zeta entered as a score weight, a step
-    in x of zeta alpha_s / alpha_t sigma_{t|s}^2, far below the paper's zeta): 16.5 dB on
-    crop 0 with zeta = 3 (the benchmark's 14.1 dB with zeta = 1). Bounds
+    zero-filled pseudo-inverse, rms residual 0.048 / 0.045 / 0.051 (sigma_y = 0.05).
+    Before the fix (zeta entered as a score weight, a step in x of zeta alpha_s / alpha_t
+    sigma_{t|s}^2, far below the paper's zeta): 16.5 dB on crop 0 with zeta = 3 (the benchmark's 14.1 dB with zeta = 1). Bounds
     (crop 0): PSNR above the pseudo-inverse + 12 dB, residual below 1.5 sigma_y."""
     D, p, x, x1 = crop
     A = make_operator("inpaint-random", x.shape[1:])
@@ -111,8 +111,8 @@ def test_dps_on_an_image_fits_the_measurement(crop):
 def test_reddiff_on_a_blurred_image_fits_the_data(crop):
     """Deblurring (9x9 Gaussian, std 2, sigma_y 0.05), official defaults, 20 steps.
     Measured on held-out crops 0 / 1 / 2 ("debian" prior): PSNR 23.3 / 23.3 / 25.7 dB, rms
-    residual 0.063 / 0.057 / 0.062, max |mu| 1.12 / 1.00 / 1.09. With the untruncated A^+ y as mu0: 4.5 dB,
-    residual 0.112, max |mu| 1.5e5. Bounds (crop 0): PSNR > 21, residual < 1.6 sigma_y,
+    residual 0.063 / 0.057 / 0.062, max |mu| 1.12 / 1.00 / 1.09. With the untruncated
+    A^+ y as mu0: 4.5 dB, residual 0.112, max |mu| 1.5e5. Bounds (crop 0): PSNR > 21, residual < 1.6 sigma_y,
     max |mu| < 1.5."""
     D, p, x, x1 = crop
     A = make_operator("deblur", x.shape[1:])
