@@ -31,13 +31,16 @@ The split is fixed and by whole image, so no test pixel is ever seen in training
   Cut like the test images by :func:`photo_test_images`, they are also a second test
   set (20 crops) for any prior that did not train on them, such as the committed one
   (trained on ``"debian"``).
-- ``DEBIAN_PHOTOS``: 43 natural photographs from four Debian packages (``apt-get install
-  mate-backgrounds palapeli-data opencv-doc plasma-workspace-wallpapers``): wallpapers
-  of flowers, dunes, forests and lakes, jigsaw pictures of a castle, a bridge and
-  animals, and OpenCV's sample photographs (a baboon, fruit, a street, a footballer,
-  office clutter). The training set ``"debian"`` is ``TRAINING`` plus these, and leaves
-  out ``PHOTOS``, so that the photos split stays unseen by a prior trained on it. The
-  committed prior trained on it.
+- ``DEBIAN_PHOTOS``: 57 natural photographs from six Debian packages. 43 come from four
+  (``apt-get install mate-backgrounds palapeli-data opencv-doc
+  plasma-workspace-wallpapers``): wallpapers of flowers, dunes, forests and lakes,
+  jigsaw pictures of a castle, a bridge and animals, and OpenCV's sample photographs (a
+  baboon, fruit, a street, a footballer, office clutter). The training set ``"debian"``
+  is ``TRAINING`` plus these, and leaves out ``PHOTOS``, so that the photos split stays
+  unseen by a prior trained on it. The committed prior trained on it. Fourteen more come
+  from Lomiri's wallpapers (``apt-get install lomiri-wallpapers-16.04
+  lomiri-wallpapers-20.04``: mountains, a creek, a bird on a tree, dandelions, dogs, a
+  fig, paint brushes); ``"debian_lomiri"`` is ``"debian"`` plus these.
 
 Scale: the test images are the held-out photographs resized (with anti-aliasing) so
 that their short side is ``TEST_SHORT_SIDE = 128`` pixels; the central 128x128 square
@@ -95,11 +98,14 @@ TRAINING = (
 )
 PHOTOS = ("grace_hopper", "ascent", "aero", "china", "flower")
 
-#: Natural photographs shipped by four Debian packages, name -> (package, file). Chosen
-#: by eye from everything the packages hold: the desktop wallpapers that are photographs,
-#: the jigsaw pictures, and the photographs among OpenCV's sample images (left out:
+#: Natural photographs shipped by Debian packages, name -> (package, file). Chosen by eye
+#: from everything the packages hold: the desktop wallpapers that are photographs, the
+#: jigsaw pictures, and the photographs among OpenCV's sample images (left out:
 #: chessboards, text, logos, synthetic scenes, paintings, the second view of each stereo
 #: or near-duplicate pair, and OpenCV's aero1 / aero3, which may show PHOTOS' aero).
+#: The first four packages make the "debian" training set; Lomiri's two wallpaper
+#: packages (its abstract pattern, gradients and space composite left out) are added
+#: for "debian_lomiri".
 _DEBIAN_SOURCES = (  # (package, path pattern, prefix of our names, file stems)
     (
         "mate-backgrounds",
@@ -130,16 +136,48 @@ _DEBIAN_SOURCES = (  # (package, path pattern, prefix of our names, file stems)
         "Autumn BytheWater ColdRipple EveningGlow FallenLeaf OneStandsOut Path summer_1am",
     ),
 )
-DEBIAN_PHOTOS: dict[str, tuple[str, str]] = {
-    f"{prefix}_{stem.split('.')[0].split('-')[0].lower()}": (package, pattern.format(stem))
-    for package, pattern, prefix, stems in _DEBIAN_SOURCES
-    for stem in stems.split()
-}
+_LOMIRI_SOURCES = (
+    (
+        "lomiri-wallpapers-16.04",
+        "/usr/share/backgrounds/{}.jpg",
+        "lomiri",
+        "Bridge_by_Sander_Klootwijk Dragonfly_by_Bolly Picture_0B_by_freespace "
+        "Picture_1A_by_freespace Wine_by_Jakkub_Mede aitzgorri_by_Aitzol_Berasategi "
+        "free_by_Peter_Nerlich friends_by_Aitzol_Berasategi greentock_by_Peter_Nerlich "
+        "life_by_Aitzol_Berasategi picosdeeuropa_by_Aitzol_Berasategi "
+        "seeding_by_Clements_Engelhardt sunset_by_Aitzol_Berasategi",
+    ),
+    (
+        "lomiri-wallpapers-20.04",
+        "/usr/share/backgrounds/{}.jpg",
+        "lomiri",
+        "Kleiber_by_Lukas_Baubkus",
+    ),
+)
+
+
+def _photo_table(sources) -> dict[str, tuple[str, str]]:
+    """name -> (package, path); a name is the prefix and the file stem up to its first
+    '-' or '_by_' (the author credit), lower case."""
+    return {
+        f"{prefix}_{stem.split('.')[0].split('-')[0].split('_by_')[0].lower()}": (
+            package,
+            pattern.format(stem),
+        )
+        for package, pattern, prefix, stems in sources
+        for stem in stems.split()
+    }
+
+
+_DEBIAN_FOUR = _photo_table(_DEBIAN_SOURCES)
+_LOMIRI = _photo_table(_LOMIRI_SOURCES)
+DEBIAN_PHOTOS: dict[str, tuple[str, str]] = {**_DEBIAN_FOUR, **_LOMIRI}
 DEBIAN_PACKAGES = tuple(sorted({pkg for pkg, _ in DEBIAN_PHOTOS.values()}))
 TRAINING_SETS = {
     "skimage": TRAINING,
     "photos": TRAINING + PHOTOS,
-    "debian": TRAINING + tuple(DEBIAN_PHOTOS),
+    "debian": TRAINING + tuple(_DEBIAN_FOUR),
+    "debian_lomiri": TRAINING + tuple(_DEBIAN_FOUR) + tuple(_LOMIRI),
 }
 TEST_SHORT_SIDE = 128
 TRAIN_SHORT_SIDES = (128, 192)
