@@ -10,22 +10,24 @@ with eps weighting gives no signal near t = 1, where the sampler starts. Trainin
 on 32x32 patches of the training images of :mod:`diffsci.restoration.data`; the network
 is fully convolutional and is used on 64x64 images.
 
-The committed checkpoint was trained on ``data.TRAINING_SETS["debian"]`` (the 14
-skimage images and 43 photographs from four Debian packages), 5000 steps on two threads
-of a 2-core machine, 1.1 s per step at batch 64, 92 minutes (mean v-loss 0.160 over the
-first 250 steps, 0.112 at 500-1000, 0.099 at 2750-3250, 0.098 over the last 250).
-Reproduce it with
+The committed checkpoint was trained on ``data.TRAINING_SETS["debian_lomiri"]`` (the
+14 skimage images and 57 photographs from six Debian packages), 10000 steps on two
+threads of a 2-core machine, 0.33 s per step at batch 64, 55 minutes (mean v-loss 0.155
+over the first 250 steps, 0.110 at 500-1000, 0.097 at 2750-3250, 0.091 over the last
+250). Reproduce it with
 
-    apt-get install mate-backgrounds palapeli-data opencv-doc plasma-workspace-wallpapers
-    python -m diffsci.restoration.prior --steps 5000 --training-set debian --threads 2 \
-        --out restoration/checkpoints/prior.pt
+    apt-get install mate-backgrounds palapeli-data opencv-doc plasma-workspace-wallpapers \
+        lomiri-wallpapers-16.04 lomiri-wallpapers-20.04
+    python -m diffsci.restoration.prior --steps 10000 --training-set debian_lomiri \
+        --threads 2 --out restoration/checkpoints/prior.pt
 
-It replaced a prior trained 3000 steps on the skimage images alone (``--training-set
-skimage``, the default), by a rule fixed before it was measured: a higher mean PSNR on
-the validation and photos-split crops, SR x4 with PiGDM and box inpainting with DPS
-(benchmarks/RESULTS.md, "sixth pass"). ``--training-set photos`` (the skimage images and
-``data.PHOTOS``) denoises better than the skimage prior but restored no better ("fourth
-pass").
+It replaced, by a rule fixed before either was measured (a higher mean PSNR on the
+validation and photos-split crops, SR x4 with PiGDM and box inpainting with DPS;
+benchmarks/RESULTS.md, "sixth pass" and "seventh pass"), first a prior trained 3000
+steps on the skimage images alone (``--training-set skimage``, the default), then one
+trained 5000 steps on ``"debian"`` (43 photographs from four of the packages).
+``--training-set photos`` (the skimage images and ``data.PHOTOS``) denoises better than
+the skimage prior but restored no better ("fourth pass").
 
 It trains with core's :func:`~diffsci.core.training.train` (Fabric, EMA, atomic
 checkpoints, exact resume from ``--train-checkpoint``) and then writes a slim copy
@@ -78,9 +80,10 @@ PRIOR_NET: dict[str, Any] = dict(
 )
 PATCH_SIZE = 32
 REPRODUCE = (
-    "apt-get install mate-backgrounds palapeli-data opencv-doc plasma-workspace-wallpapers && "
-    "python -m diffsci.restoration.prior --steps 5000 --training-set debian --threads 2 "
-    "--out restoration/checkpoints/prior.pt"
+    "apt-get install mate-backgrounds palapeli-data opencv-doc plasma-workspace-wallpapers "
+    "lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 && "
+    "python -m diffsci.restoration.prior --steps 10000 --training-set debian_lomiri "
+    "--threads 2 --out restoration/checkpoints/prior.pt"
 )
 DEFAULT_TRAIN_CHECKPOINT = os.path.join(tempfile.gettempdir(), "diffsci-prior-train.ckpt")
 
@@ -184,7 +187,7 @@ def load_prior(path: str | os.PathLike | None = None) -> Denoiser:
 
 def prior_training_set(path: str | os.PathLike | None = None) -> str | None:
     """The name (in ``data.TRAINING_SETS``) of the set a prior checkpoint (default the
-    committed one, which records "debian") was trained on, or None when the file does not
+    committed one, which records "debian_lomiri") was trained on, or None when the file does not
     record one."""
     return _read(path, lambda p: load_checkpoint(p).get("training_set"))
 

@@ -105,12 +105,13 @@ def test_the_photos_split_refuses_a_prior_that_trained_on_its_photographs(tmp_pa
     from diffsci.restoration.prior import export_slim, prior_training_set, train_prior
 
     assert _held_out_from("photos", "skimage") and _held_out_from("test", None)
-    assert _held_out_from("photos", "debian")  # the Debian set leaves PHOTOS out
+    assert _held_out_from("photos", "debian")  # the Debian sets leave PHOTOS out
+    assert _held_out_from("photos", "debian_lomiri")
     assert not any(_held_out_from("photos", ts) for ts in ("photos", None, "unknown"))
 
     full, out = tmp_path / "full.ckpt", tmp_path / "p.pt"
     train_prior(out, 1, 2, checkpoint_every=1, train_checkpoint=full, progress=False)
-    assert prior_training_set(out) == "skimage" and prior_training_set(None) == "debian"
+    assert prior_training_set(out) == "skimage" and prior_training_set(None) == "debian_lomiri"
     _prior_denoiser(str(out), "photos")  # never saw data.PHOTOS: accepted
     for name in ("photos", None):  # trained on them, or no record: refused
         export_slim(full, out, name)
