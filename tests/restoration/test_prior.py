@@ -9,13 +9,13 @@ Measured with the committed checkpoint on the 12 held-out 64x64 crops (camera,
 astronaut, coffee), noise std s/a in [-1, 1] units, PSNR over a range of 2:
 
     noise std   noisy input   best Gaussian filter   prior D(x_t, t)
-    0.05        32.2 dB       33.0 dB                36.9 dB
-    0.1         26.3 dB       29.1 dB                32.8 dB
-    0.2         20.5 dB       25.9 dB                28.9 dB
-    0.4         15.0 dB       22.9 dB                25.4 dB
+    0.05        32.2 dB       33.0 dB                37.1 dB
+    0.1         26.3 dB       29.1 dB                33.0 dB
+    0.2         20.5 dB       25.9 dB                29.1 dB
+    0.4         15.0 dB       22.9 dB                25.6 dB
 
-(the checkpoint trained on the "debian" set; the earlier skimage-only prior measured
-36.1 / 32.0 / 28.1 / 24.6 dB)
+(the checkpoint trained on the "debian_lomiri" set; the "debian" prior measured 36.9 /
+32.8 / 28.9 / 25.4 dB, the earlier skimage-only prior 36.1 / 32.0 / 28.1 / 24.6 dB)
 
 The assertions (noise 0.1 and 0.2) keep margins of about half the measured gain.
 """
@@ -89,7 +89,7 @@ def test_prior_denoises_heldout_images_better_than_any_gaussian_filter(prior, no
 def test_denoise_benchmark_scores_the_committed_prior():
     from diffsci.restoration.evaluate import denoise_benchmark, denoise_markdown
 
-    # measured (per-image mean PSNR, test crops): noisy 26.3 / 20.5, prior 32.8 / 29.0 dB
+    # measured (per-image mean PSNR, test crops): noisy 26.3 / 20.5, prior 33.2 / 29.3 dB
     res = denoise_benchmark((0.1, 0.2))
     lo, hi = res["rows"]
     assert res["images"] == 12 and lo["sigma"] == 0.1
