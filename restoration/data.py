@@ -37,10 +37,10 @@ The split is fixed and by whole image, so no test pixel is ever seen in training
   jigsaw pictures of a castle, a bridge and animals, and OpenCV's sample photographs (a
   baboon, fruit, a street, a footballer, office clutter). The training set ``"debian"``
   is ``TRAINING`` plus these, and leaves out ``PHOTOS``, so that the photos split stays
-  unseen by a prior trained on it. Fourteen more come
-  from Lomiri's wallpapers (``apt-get install lomiri-wallpapers-16.04
-  lomiri-wallpapers-20.04``: mountains, a creek, a bird on a tree, dandelions, dogs, a
-  fig, paint brushes); ``"debian_lomiri"`` is ``"debian"`` plus these; the committed prior trained on it.
+  unseen by a prior trained on it. Fourteen more come from Lomiri's wallpapers
+  (``apt-get install lomiri-wallpapers-16.04 lomiri-wallpapers-20.04``: mountains, a
+  creek, a bird on a tree, dandelions, dogs, a fig, paint brushes); ``"debian_lomiri"``
+  is ``"debian"`` plus these; the committed prior trained on it.
 
 Scale: the test images are the held-out photographs resized (with anti-aliasing) so
 that their short side is ``TEST_SHORT_SIDE = 128`` pixels; the central 128x128 square
@@ -342,7 +342,8 @@ def validation_images(size: int = 64) -> torch.Tensor:
 def photo_test_images(size: int = 64) -> torch.Tensor:
     """A second test set: (5 * 4, 1, size, size) crops of ``PHOTOS``, cut as
     :func:`heldout_images`. Held out from priors trained on the "skimage", "debian" or
-    "debian_lomiri" set (the committed one), not from those trained on "photos", which contains them."""
+    "debian_lomiri" set (the committed one), not from those trained on "photos", which
+    contains them."""
     return _quadrants(PHOTOS, size)
 
 

@@ -187,8 +187,8 @@ def load_prior(path: str | os.PathLike | None = None) -> Denoiser:
 
 def prior_training_set(path: str | os.PathLike | None = None) -> str | None:
     """The name (in ``data.TRAINING_SETS``) of the set a prior checkpoint (default the
-    committed one, which records "debian_lomiri") was trained on, or None when the file does not
-    record one."""
+    committed one, which records "debian_lomiri") was trained on, or None when the file
+    does not record one."""
     return _read(path, lambda p: load_checkpoint(p).get("training_set"))
 
 

@@ -30,7 +30,7 @@ def test_the_debian_sets_add_only_new_pictures(name, n_photos):
 
 
 def test_the_lomiri_set_extends_the_debian_set():
-    # the committed prior's set keeps its 57 names, so its reproduce command still holds
+    # "debian" keeps its 57 names, so the sixth pass's reproduce command still holds
     debian, lomiri = data.TRAINING_SETS["debian"], data.TRAINING_SETS["debian_lomiri"]
     assert lomiri[: len(debian)] == debian
     assert set(lomiri) == set(data.TRAINING) | set(data.DEBIAN_PHOTOS)

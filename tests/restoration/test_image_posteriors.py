@@ -110,8 +110,8 @@ def test_dps_on_an_image_fits_the_measurement(crop):
 
 def test_reddiff_on_a_blurred_image_fits_the_data(crop):
     """Deblurring (9x9 Gaussian, std 2, sigma_y 0.05), official defaults, 20 steps.
-    Measured on held-out crops 0 / 1 / 2 ("debian_lomiri" prior): PSNR 23.5 / 23.3 / 25.7 dB,
-    rms residual 0.061 / 0.058 / 0.060, max |mu| 1.13 / 0.98 / 1.09. With the untruncated
+    Measured on held-out crops 0 / 1 / 2 ("debian_lomiri" prior): PSNR 23.5 / 23.3 / 25.7
+    dB, rms residual 0.061 / 0.058 / 0.060, max |mu| 1.13 / 0.98 / 1.09. With the untruncated
     A^+ y as mu0: 4.5 dB, residual 0.112, max |mu| 1.5e5. Bounds (crop 0): PSNR > 21, residual < 1.6 sigma_y,
     max |mu| < 1.5."""
     D, p, x, x1 = crop
