@@ -154,6 +154,17 @@ _LOMIRI_SOURCES = (
         "Kleiber_by_Lukas_Baubkus",
     ),
 )
+#: jigzo's puzzles (``.pzl`` files, read by :func:`_pzl_image`); its penguin is left out
+#: (CC-BY-NC, the others are GPL-2).
+_JIGZO_SOURCES = (
+    (
+        "jigzo-data",
+        "/usr/share/games/jigzo/puzzles/00_default/{}.pzl",
+        "jigzo",
+        "bike-3x4 bird-2x3 blackberry-3x3 castle-6x3 clouds-4x4 gorilla2-3x3 heli-4x3 "
+        "horse-4x3 tobogan-4x3 train-2x2 windmill-4x4",
+    ),
+)
 
 
 def _photo_table(sources) -> dict[str, tuple[str, str]]:
@@ -171,13 +182,15 @@ def _photo_table(sources) -> dict[str, tuple[str, str]]:
 
 _DEBIAN_FOUR = _photo_table(_DEBIAN_SOURCES)
 _LOMIRI = _photo_table(_LOMIRI_SOURCES)
-DEBIAN_PHOTOS: dict[str, tuple[str, str]] = {**_DEBIAN_FOUR, **_LOMIRI}
+_JIGZO = _photo_table(_JIGZO_SOURCES)
+DEBIAN_PHOTOS: dict[str, tuple[str, str]] = {**_DEBIAN_FOUR, **_LOMIRI, **_JIGZO}
 DEBIAN_PACKAGES = tuple(sorted({pkg for pkg, _ in DEBIAN_PHOTOS.values()}))
 TRAINING_SETS = {
     "skimage": TRAINING,
     "photos": TRAINING + PHOTOS,
     "debian": TRAINING + tuple(_DEBIAN_FOUR),
     "debian_lomiri": TRAINING + tuple(_DEBIAN_FOUR) + tuple(_LOMIRI),
+    "debian_jigzo": TRAINING + tuple(_DEBIAN_FOUR) + tuple(_LOMIRI) + tuple(_JIGZO),
 }
 TEST_SHORT_SIDE = 128
 TRAIN_SHORT_SIDES = (128, 192)
@@ -237,7 +250,44 @@ def _debian_image(name: str) -> np.ndarray:
             f"{package}: apt-get install {package} (the 'debian' training set needs "
             f"{' '.join(DEBIAN_PACKAGES)})"
         )
+    if path.endswith(".pzl"):
+        return _pzl_image(path)
     return np.asarray(_skimage().io.imread(path))
+
+
+def _pzl_image(path: str) -> np.ndarray:
+    """The picture of a jigzo puzzle file.
+
+    A ``.pzl`` file is a text header (``PzlF``, version, name, URL, map name, the map's
+    byte count), the map (whose line ``image X Y W H ...`` places the whole picture in
+    the texture atlas), then entries of a file name line, a byte count line and that
+    many bytes: a thumbnail JPEG, a PNG of piece masks and the atlas JPEG. The picture
+    is the atlas's (X, Y, W, H) box less its one-pixel dark frame.
+    """
+    import io
+
+    from PIL import Image
+
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n", 6)
+    if lines[0] != b"PzlF" or len(lines) < 7:
+        raise ValueError(f"{path} is not a jigzo puzzle file (no PzlF header)")
+    tmap, rest = lines[6][: int(lines[5])], lines[6][int(lines[5]) :]
+    boxes = [line.split()[1:5] for line in tmap.split(b"\n") if line.startswith(b"image ")]
+    box = tuple(int(v) for v in boxes[0]) if boxes else None
+    atlas = None
+    while rest.strip():  # entries: name line, byte count line, bytes
+        name, _, rest = rest.lstrip(b"\n").partition(b"\n")
+        count, _, rest = rest.partition(b"\n")
+        blob, rest = rest[: int(count)], rest[int(count) :]
+        if name.endswith(b".jpg") and not name.endswith(b"-t.jpg"):
+            atlas = blob
+    if box is None or atlas is None:
+        raise ValueError(f"{path}: no 'image' box or no atlas JPEG in the puzzle file")
+    x, y, w, h = box
+    img = np.asarray(Image.open(io.BytesIO(atlas)).convert("RGB"))
+    return img[y + 1 : y + h - 1, x + 1 : x + w - 1]
 
 
 @functools.cache
@@ -295,20 +345,24 @@ def training_patches(
     size: int = 32,
     generator: torch.Generator | None = None,
     training_set: str = "skimage",
+    transpose: bool = False,
 ) -> torch.Tensor:
     """``n`` random ``size`` x ``size`` patches (n, 1, size, size) of the training images
     of ``training_set``.
 
     Each patch picks an (image, scale) pair uniformly, a position uniformly inside it and
     independent horizontal and vertical flips, all drawn from ``generator``: the same
-    generator state gives the same batch.
+    generator state gives the same batch. ``transpose=True`` also transposes each patch
+    with probability 1/2, so that the patches take all eight symmetries of the square
+    (rotations by 90 degrees included); it draws one more number per patch, so the
+    default draws, and the priors trained on them, are unchanged.
     """
     images = _training_images(training_set)  # an unknown set is refused before any load
     if n < 1 or size < 1:
         raise ValueError(f"need n >= 1 and size >= 1, got n={n}, size={size}")
     if size > min(min(im.shape) for im in images):
         raise ValueError(f"patch size {size} exceeds the smallest training image")
-    u = torch.rand(n, 5, generator=generator, dtype=torch.float64)
+    u = torch.rand(n, 6 if transpose else 5, generator=generator, dtype=torch.float64)
     out = torch.empty(n, 1, size, size)
     for k in range(n):
         im = images[int(u[k, 0] * len(images))]
@@ -319,6 +373,8 @@ def training_patches(
             p = p.flip(1)
         if u[k, 4] < 0.5:
             p = p.flip(0)
+        if transpose and u[k, 5] < 0.5:
+            p = p.T
         out[k, 0] = p
     return out
 

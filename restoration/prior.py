@@ -129,20 +129,23 @@ def train_prior(
     resume: bool = True,
     progress: bool = True,
     training_set: str = "skimage",
+    transpose: bool = False,
 ) -> TrainResult:
     """Train the prior on random 32x32 patches of ``data.TRAINING_SETS[training_set]``
     and write the slim checkpoint.
 
     The full training state (weights, EMA, optimizer, generator) goes to
     ``train_checkpoint`` every ``checkpoint_every`` steps, and a run resumes from it
-    exactly; at the end :func:`export_slim` writes ``out_path``.
+    exactly; at the end :func:`export_slim` writes ``out_path``. ``transpose=True``
+    transposes half the patches too (``data.training_patches``: all eight symmetries
+    of the square, where the default flips give four).
     """
     training_patches(1, PATCH_SIZE, None, training_set)  # a bad set fails before training
     den = build_prior(seed)
     cfg = prior_train_config(steps, batch_size, lr, seed, checkpoint_every)
-    data = lambda n, g: training_patches(n, PATCH_SIZE, g, training_set)
+    data = lambda n, g: training_patches(n, PATCH_SIZE, g, training_set, transpose)
     result = train(den, data, cfg, checkpoint=train_checkpoint, resume=resume, progress=progress)
-    export_slim(train_checkpoint, out_path, training_set)
+    export_slim(train_checkpoint, out_path, training_set, transpose)
     return result
 
 
@@ -150,10 +153,12 @@ def export_slim(
     train_checkpoint: str | os.PathLike,
     out_path: str | os.PathLike,
     training_set: str | None = None,
+    transpose: bool = False,
 ) -> None:
     """Write the EMA weights, config, step, loss curve and training config of a full
     training checkpoint to ``out_path`` (atomically): a file ``load_denoiser`` reads.
-    ``training_set`` (the name in ``data.TRAINING_SETS``) is recorded with them."""
+    ``training_set`` (the name in ``data.TRAINING_SETS``) is recorded with them, and
+    ``transpose`` (the patch augmentation) where it is True."""
     state = load_checkpoint(train_checkpoint)
     slim = {
         "format": FORMAT,
@@ -165,6 +170,8 @@ def export_slim(
     }
     if training_set is not None:
         slim["training_set"] = training_set
+    if transpose:
+        slim["transpose"] = True
     save_checkpoint(out_path, slim)
 
 
@@ -244,6 +251,11 @@ def main(argv: list[str] | None = None) -> None:
         choices=tuple(TRAINING_SETS),
         help="the images to train on (data.TRAINING_SETS; default skimage)",
     )
+    parser.add_argument(
+        "--transpose",
+        action="store_true",
+        help="also transpose half the patches (all eight symmetries of the square)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--no-resume", action="store_true", help="start over")
     parser.add_argument(
@@ -256,13 +268,15 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     if args.export_only:
-        export_slim(args.train_checkpoint, args.out, args.training_set)
+        export_slim(args.train_checkpoint, args.out, args.training_set, args.transpose)
     else:
         cfg = prior_train_config(
             args.steps, args.batch_size, args.lr, args.seed, args.checkpoint_every
         )
         print(
-            f"training the prior on {args.training_set!r}: {PRIOR_NET}, {asdict(cfg)}", flush=True
+            f"training the prior on {args.training_set!r} (transpose={args.transpose}): "
+            f"{PRIOR_NET}, {asdict(cfg)}",
+            flush=True,
         )
         train_prior(
             args.out,
@@ -274,6 +288,7 @@ def main(argv: list[str] | None = None) -> None:
             args.train_checkpoint,
             resume=not args.no_resume,
             training_set=args.training_set,
+            transpose=args.transpose,
         )
     state = load_checkpoint(args.out)
     losses = state["losses"]

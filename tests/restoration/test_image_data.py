@@ -19,7 +19,9 @@ def test_the_three_splits_share_no_image():
     assert len(photos) == len(data.TRAINING_SETS["photos"])
 
 
-@pytest.mark.parametrize("name,n_photos", [("debian", 43), ("debian_lomiri", 57)])
+@pytest.mark.parametrize(
+    "name,n_photos", [("debian", 43), ("debian_lomiri", 57), ("debian_jigzo", 68)]
+)
 def test_the_debian_sets_add_only_new_pictures(name, n_photos):
     debian = data.TRAINING_SETS[name]
     assert debian[: len(data.TRAINING)] == data.TRAINING
@@ -33,8 +35,52 @@ def test_the_lomiri_set_extends_the_debian_set():
     # "debian" keeps its 57 names, so the sixth pass's reproduce command still holds
     debian, lomiri = data.TRAINING_SETS["debian"], data.TRAINING_SETS["debian_lomiri"]
     assert lomiri[: len(debian)] == debian
-    assert set(lomiri) == set(data.TRAINING) | set(data.DEBIAN_PHOTOS)
+    assert set(lomiri) == set(data.TRAINING) | set(data._DEBIAN_FOUR) | set(data._LOMIRI)
     assert all(n.startswith("lomiri_") for n in lomiri[len(debian) :])
+
+
+def test_the_jigzo_set_extends_the_lomiri_set():
+    lomiri, jigzo = data.TRAINING_SETS["debian_lomiri"], data.TRAINING_SETS["debian_jigzo"]
+    assert jigzo[: len(lomiri)] == lomiri
+    assert set(jigzo) == set(data.TRAINING) | set(data.DEBIAN_PHOTOS)
+    assert all(n.startswith("jigzo_") for n in jigzo[len(lomiri) :])
+    assert "jigzo_penguin" not in jigzo  # CC-BY-NC, left out
+
+
+def _write_pzl(path, atlas, box, thumb=None):
+    """A jigzo puzzle file as the game writes one: header, map, then named entries."""
+    import io
+
+    from PIL import Image
+
+    def jpeg(a):
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="JPEG", quality=100)
+        return buf.getvalue()
+
+    tmap = b"#texture map data\ncrop000 0 0 8 8 0 0 0 0 0 0\nimage %d %d %d %d 1 1    \n" % box
+    head = b"PzlF\n0.1\nt\nhttp://example\nt.map\n%d\n" % len(tmap) + tmap
+    body = b""
+    for name, blob in (
+        ("t-t.jpg", jpeg(thumb if thumb is not None else atlas[:8, :8])),
+        ("t.jpg", jpeg(atlas)),
+    ):
+        body += name.encode() + b"\n%d\n" % len(blob) + blob
+    path.write_bytes(head + body)
+
+
+def test_a_jigzo_puzzle_file_gives_its_picture_without_the_frame(tmp_path):
+    import numpy as np
+
+    atlas = np.zeros((64, 64, 3), np.uint8)  # a dark atlas, the picture at (8, 4, 40, 30)
+    atlas[5:33, 9:47] = 200  # inside the one-pixel frame of the box
+    _write_pzl(tmp_path / "t.pzl", atlas, (8, 4, 40, 30))
+    img = data._pzl_image(str(tmp_path / "t.pzl"))
+    assert img.shape == (28, 38, 3)
+    assert abs(float(img.mean()) - 200) < 3  # JPEG at quality 100: within a few levels
+    (tmp_path / "bad.pzl").write_bytes(b"JPEG\n")
+    with pytest.raises(ValueError, match="not a jigzo puzzle"):
+        data._pzl_image(str(tmp_path / "bad.pzl"))
 
 
 def test_a_missing_debian_photo_names_its_package(monkeypatch, tmp_path):
@@ -72,8 +118,8 @@ _DEBIAN_INSTALLED = all(os.path.isfile(path) for _, path in data.DEBIAN_PHOTOS.v
 def test_debian_photos_load_and_are_not_a_held_out_picture():
     # the largest thumbnail correlation measured between a Debian photo and a test,
     # validation or photos-split picture was 0.74 (opencv orange against china, two
-    # smooth centres; 0.70 for the Lomiri photos, free against china); a copy
-    # correlates above 0.99
+    # smooth centres; 0.70 for the Lomiri photos, free against china; 0.58 for jigzo's,
+    # clouds against china); a copy correlates above 0.99
     others = [_thumb(o) for o in data.HELDOUT + data.VALIDATION + data.PHOTOS]
     for name in data.DEBIAN_PHOTOS:
         im = data.load_image(name, 128)
@@ -132,6 +178,27 @@ def test_training_patches_follow_the_generator():
         data.training_patches(1, 1000)
     with pytest.raises(ValueError, match="n >= 1"):
         data.training_patches(0, 32)
+
+
+def test_transposed_patches_are_the_flipped_patches_transposed_at_random():
+    g = torch.Generator().manual_seed(5)
+    p = data.training_patches(40, 32, g, transpose=True)
+    u = torch.rand(40, 6, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    images = data._training_images("skimage")
+    for k in range(40):  # rebuild each patch from its six draws
+        im = images[int(u[k, 0] * len(images))]
+        i, j = int(u[k, 1] * (im.shape[0] - 31)), int(u[k, 2] * (im.shape[1] - 31))
+        q = im[i : i + 32, j : j + 32]
+        q = q.flip(1) if u[k, 3] < 0.5 else q
+        q = q.flip(0) if u[k, 4] < 0.5 else q
+        assert torch.equal(p[k, 0], q.T if u[k, 5] < 0.5 else q), k
+    assert 5 < int((u[:, 5] < 0.5).sum()) < 35  # both kinds occur
+    # the default draws five numbers per patch, as before the option existed
+    g = torch.Generator().manual_seed(5)
+    data.training_patches(3, 32, g)
+    h = torch.Generator().manual_seed(5)
+    torch.rand(3, 5, generator=h, dtype=torch.float64)
+    assert torch.equal(g.get_state(), h.get_state())
 
 
 def test_unknown_image_is_refused():
