@@ -31,7 +31,7 @@ The split is fixed and by whole image, so no test pixel is ever seen in training
   Cut like the test images by :func:`photo_test_images`, they are also a second test
   set (20 crops) for any prior that did not train on them, such as the committed one
   (trained on ``"debian_lomiri"``).
-- ``DEBIAN_PHOTOS``: 57 natural photographs from six Debian packages. 43 come from four
+- ``DEBIAN_PHOTOS``: 68 natural photographs from seven Debian packages. 43 come from four
   (``apt-get install mate-backgrounds palapeli-data opencv-doc
   plasma-workspace-wallpapers``): wallpapers of flowers, dunes, forests and lakes,
   jigsaw pictures of a castle, a bridge and animals, and OpenCV's sample photographs (a
@@ -40,7 +40,11 @@ The split is fixed and by whole image, so no test pixel is ever seen in training
   unseen by a prior trained on it. Fourteen more come from Lomiri's wallpapers
   (``apt-get install lomiri-wallpapers-16.04 lomiri-wallpapers-20.04``: mountains, a
   creek, a bird on a tree, dandelions, dogs, a fig, paint brushes); ``"debian_lomiri"``
-  is ``"debian"`` plus these; the committed prior trained on it.
+  is ``"debian"`` plus these; the committed prior trained on it. Eleven more are the
+  pictures of a children's jigsaw game (``apt-get install jigzo-data``: a bicycle, a
+  kookaburra, blackberries, a castle, clouds through branches, a gorilla, a helicopter,
+  a horse, a slide, a steam train, a windmill; read from its ``.pzl`` puzzle files);
+  ``"debian_jigzo"`` is ``"debian_lomiri"`` plus these.
 
 Scale: the test images are the held-out photographs resized (with anti-aliasing) so
 that their short side is ``TEST_SHORT_SIDE = 128`` pixels; the central 128x128 square
@@ -247,7 +251,7 @@ def _debian_image(name: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"the training image {name!r} ({path}) ships with the Debian package "
-            f"{package}: apt-get install {package} (the 'debian' training set needs "
+            f"{package}: apt-get install {package} (the Debian training sets need "
             f"{' '.join(DEBIAN_PACKAGES)})"
         )
     if path.endswith(".pzl"):
