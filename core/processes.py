@@ -109,8 +109,15 @@ class Process(Configurable):
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
     ) -> torch.Tensor:
-        """Standardised noise of the perturbation kernel (Gaussian here)."""
-        return torch.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
+        """Standardised noise of the perturbation kernel (Gaussian here).
+
+        With a ``generator``, the noise is drawn on the generator's device and then moved
+        to ``device``: a CPU generator gives the same numbers for a model on any device
+        (torch refuses a CPU generator for a CUDA draw)."""
+        if generator is None:
+            return torch.randn(tuple(shape), dtype=dtype, device=device)
+        z = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=generator.device)
+        return z if device is None else z.to(device)
 
     def perturb(
         self, x0: torch.Tensor, t: float | torch.Tensor, noise: torch.Tensor

@@ -137,6 +137,10 @@ def train(
     fabric = fabric or Fabric(accelerator="cpu", devices=1)
     process = denoiser.process
     generator = torch.Generator().manual_seed(config.seed + 1_000_003 * fabric.global_rank)
+    # On the training device before the EMA copy and the optimizer exist, so that both
+    # (and optimizer state restored by a resume) live beside the weights. The generator
+    # stays on the CPU: batches, times and noise are the same draws on every device.
+    denoiser.net.to(fabric.device)
     ema_net = copy.deepcopy(denoiser.net).requires_grad_(False)
     optimizer = torch.optim.Adam(denoiser.net.parameters(), lr=config.lr)
     step, losses = 0, []

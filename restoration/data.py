@@ -246,12 +246,22 @@ def _raw_image(name: str) -> np.ndarray:
     return np.asarray(getattr(_skimage().data, name)())
 
 
+def debian_root() -> str:
+    """The folder the Debian packages' files are read under: ``$DIFFSCI_DEBIAN_ROOT``,
+    default ``/`` (where apt-get installs them). Without root, unpack the packages
+    anywhere (``apt-get download PKG && dpkg -x PKG_*.deb DIR``) and set the variable
+    to DIR; a machine without the packages can be given a copy of just the files."""
+    return os.environ.get("DIFFSCI_DEBIAN_ROOT", "/")
+
+
 def _debian_image(name: str) -> np.ndarray:
-    package, path = DEBIAN_PHOTOS[name]
+    package, installed = DEBIAN_PHOTOS[name]
+    path = os.path.join(debian_root(), installed.lstrip("/"))
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"the training image {name!r} ({path}) ships with the Debian package "
-            f"{package}: apt-get install {package} (the Debian training sets need "
+            f"{package}: apt-get install {package}, or unpack it under "
+            f"$DIFFSCI_DEBIAN_ROOT (the Debian training sets need "
             f"{' '.join(DEBIAN_PACKAGES)})"
         )
     if path.endswith(".pzl"):

@@ -130,6 +130,7 @@ def train_prior(
     progress: bool = True,
     training_set: str = "skimage",
     transpose: bool = False,
+    accelerator: str = "cpu",
 ) -> TrainResult:
     """Train the prior on random 32x32 patches of ``data.TRAINING_SETS[training_set]``
     and write the slim checkpoint.
@@ -138,13 +139,20 @@ def train_prior(
     ``train_checkpoint`` every ``checkpoint_every`` steps, and a run resumes from it
     exactly; at the end :func:`export_slim` writes ``out_path``. ``transpose=True``
     transposes half the patches too (``data.training_patches``: all eight symmetries
-    of the square, where the default flips give four).
+    of the square, where the default flips give four). ``accelerator`` ("cpu", "cuda",
+    "auto": Lightning Fabric's names) is where the network trains; the patches, times
+    and noise are drawn on the CPU from the same generator on every accelerator.
     """
     training_patches(1, PATCH_SIZE, None, training_set)  # a bad set fails before training
     den = build_prior(seed)
     cfg = prior_train_config(steps, batch_size, lr, seed, checkpoint_every)
     data = lambda n, g: training_patches(n, PATCH_SIZE, g, training_set, transpose)
-    result = train(den, data, cfg, checkpoint=train_checkpoint, resume=resume, progress=progress)
+    from lightning.fabric import Fabric
+
+    fabric = Fabric(accelerator=accelerator, devices=1)
+    result = train(
+        den, data, cfg, train_checkpoint, resume=resume, progress=progress, fabric=fabric
+    )
     export_slim(train_checkpoint, out_path, training_set, transpose)
     return result
 
@@ -257,6 +265,11 @@ def main(argv: list[str] | None = None) -> None:
         help="also transpose half the patches (all eight symmetries of the square)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument(
+        "--accelerator",
+        default="cpu",
+        help="where the network trains: cpu (default), cuda or auto (Lightning Fabric)",
+    )
     parser.add_argument("--no-resume", action="store_true", help="start over")
     parser.add_argument(
         "--export-only",
@@ -289,6 +302,7 @@ def main(argv: list[str] | None = None) -> None:
             resume=not args.no_resume,
             training_set=args.training_set,
             transpose=args.transpose,
+            accelerator=args.accelerator,
         )
     state = load_checkpoint(args.out)
     losses = state["losses"]

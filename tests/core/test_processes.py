@@ -127,3 +127,17 @@ def test_process_errors():
         PFGMPP(D=0)
     with pytest.raises(ValueError, match="noise shape"):
         VP().perturb(torch.zeros(3, 2), 0.5, torch.zeros(3, 3))
+
+
+def test_noise_is_drawn_on_the_generators_device_and_moved():
+    # a CPU generator gives the same numbers whatever device the noise is asked for
+    # (torch refuses a CPU generator for a CUDA draw; the GPU training run of the
+    # restoration prior relies on this, RESULTS "ninth pass")
+    p = VP()
+    ref = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    for device in (None, "cpu"):
+        z = p.noise((3, 4), generator=torch.Generator().manual_seed(0), device=device)
+        assert torch.equal(z, ref)
+    moved = p.noise((3, 4), generator=torch.Generator().manual_seed(0), device="meta")
+    assert moved.device.type == "meta" and moved.shape == (3, 4)
+    assert p.noise((2,), device="meta").device.type == "meta"  # no generator: drawn there

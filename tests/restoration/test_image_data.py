@@ -108,7 +108,28 @@ def test_added_photos_are_not_a_test_or_validation_picture(photo):
         assert abs(corr) < 0.9, (photo, other, corr)
 
 
-_DEBIAN_INSTALLED = all(os.path.isfile(path) for _, path in data.DEBIAN_PHOTOS.values())
+_DEBIAN_INSTALLED = all(
+    os.path.isfile(os.path.join(data.debian_root(), path.lstrip("/")))
+    for _, path in data.DEBIAN_PHOTOS.values()
+)
+
+
+def test_debian_photos_are_read_under_diffsci_debian_root(monkeypatch, tmp_path):
+    # a package unpacked without root (dpkg -x) is read from under $DIFFSCI_DEBIAN_ROOT
+    import numpy as np
+    from PIL import Image
+
+    installed = "/usr/share/backgrounds/diffsci-test/photo.png"
+    path = tmp_path / installed.lstrip("/")
+    path.parent.mkdir(parents=True)
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 60), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    monkeypatch.setitem(data.DEBIAN_PHOTOS, "test_rooted", ("some-package", installed))
+    monkeypatch.setenv("DIFFSCI_DEBIAN_ROOT", str(tmp_path))
+    assert np.array_equal(data._raw_image("test_rooted"), pixels)
+    monkeypatch.setenv("DIFFSCI_DEBIAN_ROOT", str(tmp_path / "elsewhere"))
+    with pytest.raises(FileNotFoundError, match="DIFFSCI_DEBIAN_ROOT"):
+        data._raw_image("test_rooted")
 
 
 @pytest.mark.skipif(
