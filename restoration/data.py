@@ -30,7 +30,7 @@ The split is fixed and by whole image, so no test pixel is ever seen in training
   view of ``stereo_motorcycle`` shows the validation scene and is never loaded either.
   Cut like the test images by :func:`photo_test_images`, they are also a second test
   set (20 crops) for any prior that did not train on them, such as the committed one
-  (trained on ``"debian_lomiri"``).
+  (trained on ``"debian_jigzo"``).
 - ``DEBIAN_PHOTOS``: 68 natural photographs from seven Debian packages. 43 come from four
   (``apt-get install mate-backgrounds palapeli-data opencv-doc
   plasma-workspace-wallpapers``): wallpapers of flowers, dunes, forests and lakes,
@@ -40,11 +40,13 @@ The split is fixed and by whole image, so no test pixel is ever seen in training
   unseen by a prior trained on it. Fourteen more come from Lomiri's wallpapers
   (``apt-get install lomiri-wallpapers-16.04 lomiri-wallpapers-20.04``: mountains, a
   creek, a bird on a tree, dandelions, dogs, a fig, paint brushes); ``"debian_lomiri"``
-  is ``"debian"`` plus these; the committed prior trained on it. Eleven more are the
+  is ``"debian"`` plus these. Eleven more are the
   pictures of a children's jigsaw game (``apt-get install jigzo-data``: a bicycle, a
   kookaburra, blackberries, a castle, clouds through branches, a gorilla, a helicopter,
   a horse, a slide, a steam train, a windmill; read from its ``.pzl`` puzzle files);
-  ``"debian_jigzo"`` is ``"debian_lomiri"`` plus these.
+  ``"debian_jigzo"`` is ``"debian_lomiri"`` plus these; the committed prior trained on
+  it. ``DIFFSCI_DEBIAN_ROOT`` (:func:`debian_root`) reads the files from under another
+  folder than ``/``.
 
 Scale: the test images are the held-out photographs resized (with anti-aliasing) so
 that their short side is ``TEST_SHORT_SIDE = 128`` pixels; the central 128x128 square
@@ -72,6 +74,7 @@ __all__ = [
     "DEBIAN_PHOTOS",
     "DEBIAN_PACKAGES",
     "TRAINING_SETS",
+    "debian_root",
     "TEST_SHORT_SIDE",
     "TRAIN_SHORT_SIDES",
     "load_image",
@@ -411,9 +414,9 @@ def validation_images(size: int = 64) -> torch.Tensor:
 
 def photo_test_images(size: int = 64) -> torch.Tensor:
     """A second test set: (5 * 4, 1, size, size) crops of ``PHOTOS``, cut as
-    :func:`heldout_images`. Held out from priors trained on the "skimage", "debian" or
-    "debian_lomiri" set (the committed one), not from those trained on "photos", which
-    contains them."""
+    :func:`heldout_images`. Held out from priors trained on the "skimage" set or on a
+    Debian set (the committed one: "debian_jigzo"), not from those trained on "photos",
+    which contains them."""
     return _quadrants(PHOTOS, size)
 
 

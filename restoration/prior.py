@@ -10,22 +10,29 @@ with eps weighting gives no signal near t = 1, where the sampler starts. Trainin
 on 32x32 patches of the training images of :mod:`diffsci.restoration.data`; the network
 is fully convolutional and is used on 64x64 images.
 
-The committed checkpoint was trained on ``data.TRAINING_SETS["debian_lomiri"]`` (the
-14 skimage images and 57 photographs from six Debian packages), 10000 steps on two
-threads of a 2-core machine, 0.33 s per step at batch 64, 55 minutes (mean v-loss 0.155
-over the first 250 steps, 0.110 at 500-1000, 0.097 at 2750-3250, 0.091 over the last
-250). Reproduce it with
+The committed checkpoint was trained on ``data.TRAINING_SETS["debian_jigzo"]`` (the
+14 skimage images and 68 photographs from seven Debian packages), with patches in all
+eight symmetries of the square (``--transpose``), 2500 steps at batch 256 on an NVIDIA
+H200 (``--accelerator cuda``; 182 s, mean v-loss 0.100 over the last 100 steps).
+Reproduce it with
 
     apt-get install mate-backgrounds palapeli-data opencv-doc plasma-workspace-wallpapers \
-        lomiri-wallpapers-16.04 lomiri-wallpapers-20.04
-    python -m diffsci.restoration.prior --steps 10000 --training-set debian_lomiri \
-        --threads 2 --out restoration/checkpoints/prior.pt
+        lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 jigzo-data
+    python -m diffsci.restoration.prior --steps 2500 --batch-size 256 \
+        --training-set debian_jigzo --transpose --accelerator cuda --threads 2 \
+        --out restoration/checkpoints/prior.pt
 
-It replaced, by a rule fixed before either was measured (a higher mean PSNR on the
-validation and photos-split crops, SR x4 with PiGDM and box inpainting with DPS;
-benchmarks/RESULTS.md, "sixth pass" and "seventh pass"), first a prior trained 3000
+(``--accelerator cpu`` makes the same draws of patches, times and noise on the CPU, at
+2.5 s per step on two cores here, 1 h 45 min; the weights differ from the GPU run's by
+float rounding accumulated over training: two runs of the eighth pass's recipe, on
+the CPU and the GPU, scored 0.05 dB apart on the adoption mean.)
+
+It replaced, each time by a rule fixed before the candidate was measured (a higher mean
+PSNR on the validation and photos-split crops, SR x4 with PiGDM and box inpainting with
+DPS; benchmarks/RESULTS.md, "sixth pass" to "ninth pass"), first a prior trained 3000
 steps on the skimage images alone (``--training-set skimage``, the default), then one
-trained 5000 steps on ``"debian"`` (43 photographs from four of the packages).
+trained 5000 steps on ``"debian"`` (43 photographs from four of the packages), then one
+trained 10000 steps at batch 64 on ``"debian_lomiri"`` (57 photographs) on the CPU.
 ``--training-set photos`` (the skimage images and ``data.PHOTOS``) denoises better than
 the skimage prior but restored no better ("fourth pass").
 
@@ -81,9 +88,10 @@ PRIOR_NET: dict[str, Any] = dict(
 PATCH_SIZE = 32
 REPRODUCE = (
     "apt-get install mate-backgrounds palapeli-data opencv-doc plasma-workspace-wallpapers "
-    "lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 && "
-    "python -m diffsci.restoration.prior --steps 10000 --training-set debian_lomiri "
-    "--threads 2 --out restoration/checkpoints/prior.pt"
+    "lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 jigzo-data && "
+    "python -m diffsci.restoration.prior --steps 2500 --batch-size 256 "
+    "--training-set debian_jigzo --transpose --accelerator cuda --threads 2 "
+    "--out restoration/checkpoints/prior.pt"
 )
 DEFAULT_TRAIN_CHECKPOINT = os.path.join(tempfile.gettempdir(), "diffsci-prior-train.ckpt")
 
@@ -202,7 +210,7 @@ def load_prior(path: str | os.PathLike | None = None) -> Denoiser:
 
 def prior_training_set(path: str | os.PathLike | None = None) -> str | None:
     """The name (in ``data.TRAINING_SETS``) of the set a prior checkpoint (default the
-    committed one, which records "debian_lomiri") was trained on, or None when the file
+    committed one, which records "debian_jigzo") was trained on, or None when the file
     does not record one."""
     return _read(path, lambda p: load_checkpoint(p).get("training_set"))
 
