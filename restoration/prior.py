@@ -276,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--accelerator",
         default="cpu",
+        choices=("cpu", "cuda", "gpu", "mps", "auto"),
         help="where the network trains: cpu (default), cuda or auto (Lightning Fabric)",
     )
     parser.add_argument("--no-resume", action="store_true", help="start over")
