@@ -254,12 +254,20 @@ def debian_root() -> str:
     default ``/`` (where apt-get installs them). Without root, unpack the packages
     anywhere (``apt-get download PKG && dpkg -x PKG_*.deb DIR``) and set the variable
     to DIR; a machine without the packages can be given a copy of just the files."""
-    return os.environ.get("DIFFSCI_DEBIAN_ROOT", "/")
+    root = os.environ.get("DIFFSCI_DEBIAN_ROOT", "/")
+    if not os.path.isdir(root):  # an empty value would read paths relative to the cwd
+        raise FileNotFoundError(f"DIFFSCI_DEBIAN_ROOT={root!r} is not a folder")
+    return root
+
+
+def _debian_path(installed: str) -> str:
+    """Where a file that a Debian package installs at ``installed`` is read from."""
+    return os.path.join(debian_root(), installed.lstrip("/"))
 
 
 def _debian_image(name: str) -> np.ndarray:
     package, installed = DEBIAN_PHOTOS[name]
-    path = os.path.join(debian_root(), installed.lstrip("/"))
+    path = _debian_path(installed)
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"the training image {name!r} ({path}) ships with the Debian package "

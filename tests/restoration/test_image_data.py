@@ -109,8 +109,7 @@ def test_added_photos_are_not_a_test_or_validation_picture(photo):
 
 
 _DEBIAN_INSTALLED = all(
-    os.path.isfile(os.path.join(data.debian_root(), path.lstrip("/")))
-    for _, path in data.DEBIAN_PHOTOS.values()
+    os.path.isfile(data._debian_path(path)) for _, path in data.DEBIAN_PHOTOS.values()
 )
 
 
@@ -127,9 +126,16 @@ def test_debian_photos_are_read_under_diffsci_debian_root(monkeypatch, tmp_path)
     monkeypatch.setitem(data.DEBIAN_PHOTOS, "test_rooted", ("some-package", installed))
     monkeypatch.setenv("DIFFSCI_DEBIAN_ROOT", str(tmp_path))
     assert np.array_equal(data._raw_image("test_rooted"), pixels)
+    (tmp_path / "elsewhere").mkdir()  # a folder without the file
     monkeypatch.setenv("DIFFSCI_DEBIAN_ROOT", str(tmp_path / "elsewhere"))
-    with pytest.raises(FileNotFoundError, match="DIFFSCI_DEBIAN_ROOT"):
+    with pytest.raises(
+        FileNotFoundError, match="apt-get install some-package.*DIFFSCI_DEBIAN_ROOT"
+    ):
         data._raw_image("test_rooted")
+    for bad in ("", str(tmp_path / "absent")):  # not a folder: refused, never read relative
+        monkeypatch.setenv("DIFFSCI_DEBIAN_ROOT", bad)
+        with pytest.raises(FileNotFoundError, match="DIFFSCI_DEBIAN_ROOT=.* is not a folder"):
+            data.debian_root()
 
 
 @pytest.mark.skipif(
