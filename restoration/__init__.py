@@ -2,6 +2,7 @@
 inpainting, deblurring and denoising (RED-Diff, ensemble SMC, DPS)."""
 
 from .bcdm import BoundarySearch, boundary_scores, sample_with_boundary, search_boundary
+from .cascade import CoarseGuidedInpainting, cascade, coarse_problem
 from .cow import cow, cow_levels
 from .operators import (
     Blur,
@@ -60,6 +61,9 @@ __all__ = [
     "snr_weight",
     "cow",
     "cow_levels",
+    "cascade",
+    "coarse_problem",
+    "CoarseGuidedInpainting",
     "BoundarySearch",
     "boundary_scores",
     "search_boundary",
