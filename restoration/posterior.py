@@ -110,8 +110,10 @@ def register_posterior(name: str) -> Callable:
     return deco
 
 
-def posterior_sample(method: str, *args: Any, **kwargs: Any) -> Posterior:
-    """``POSTERIOR_SAMPLERS[method](*args, **kwargs)`` with a clear error for a bad name."""
+def posterior_sample(method: str, /, *args: Any, **kwargs: Any) -> Posterior:
+    """``POSTERIOR_SAMPLERS[method](*args, **kwargs)`` with a clear error for a bad name.
+    ``method`` is positional-only, so a sampler's own ``method`` option (the cascade's
+    stage sampler) passes through in kwargs."""
     if method not in POSTERIOR_SAMPLERS:
         raise ValueError(
             f"unknown posterior sampler {method!r}; available: {sorted(POSTERIOR_SAMPLERS)}"

@@ -94,8 +94,8 @@ def test_cascade_matches_the_exact_posterior_mean(setup):
     wrong = F.measurement(y.repeat_interleave(K, 0), pc.x[torch.roll(torch.arange(G * K), K)])
     bad = posterior_sample("dps", D, p, F, wrong, x1, 50, gen(4), **kw)
     assert mean_error(bad.x, exact_mean, A) > 0.012
-    again = cascade(D, p, A, y, x1, 50, gen(4), coarse_steps=50, **kw)
-    assert torch.equal(again.x, r.x)  # reproducible; coarse_steps defaults to steps
+    again = posterior_sample("cascade", D, p, A, y, x1, 50, gen(4), method="dps", coarse_steps=50, **kw)
+    assert torch.equal(again.x, r.x)  # reproducible; the defaults: DPS, coarse_steps = steps
 
 
 def test_errors(setup):
