@@ -102,12 +102,22 @@ def main() -> None:
     else:
         xs = posterior_sample("pigdm", D, p, A, y, x1, args.steps, _gen(2), **opts).x
     sec = (time.perf_counter() - tic) / G
-    row = _image_row("sr4", f"pigdm-{args.scheme}", "diffusion", x, xs.reshape(G, K, *x.shape[1:]).mean(1), sec, A)
+    row = _image_row(
+        "sr4",
+        f"pigdm-{args.scheme}",
+        "diffusion",
+        x,
+        xs.reshape(G, K, *x.shape[1:]).mean(1),
+        sec,
+        A,
+    )
     row["psnr_limit"] = psnr_limit(x, xs, K)
     res = {**vars(args), "images": G, "rows": [row]}
     atomic_write_text(args.out, json.dumps(res, indent=1))
-    print(f"{args.scheme} {args.split}: PSNR {row['psnr']:.3f}, K -> inf {row['psnr_limit']:.3f}, "
-          f"{sec:.1f} s / image")
+    print(
+        f"{args.scheme} {args.split}: PSNR {row['psnr']:.3f}, K -> inf {row['psnr_limit']:.3f}, "
+        f"{sec:.1f} s / image"
+    )
 
 
 if __name__ == "__main__":

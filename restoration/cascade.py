@@ -32,7 +32,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from diffsci.core.processes import Process
 from diffsci.core.utils import check_positive_int
@@ -57,7 +56,9 @@ def _unpool(c: torch.Tensor, f: int) -> torch.Tensor:
 def _check_factor(A: LinearOperator, factor: int, who: str) -> int:
     factor = check_positive_int("factor", factor)
     if not isinstance(A, Inpainting):
-        raise ValueError(f"{who} inpaints: A must be an Inpainting operator, got {type(A).__name__}")
+        raise ValueError(
+            f"{who} inpaints: A must be an Inpainting operator, got {type(A).__name__}"
+        )
     if len(A.x_shape) < 2 or any(n % factor for n in A.x_shape[-2:]):
         raise ValueError(
             f"{who}: the last two dims of x_shape {A.x_shape} must be divisible by factor={factor}"
@@ -65,7 +66,9 @@ def _check_factor(A: LinearOperator, factor: int, who: str) -> int:
     return factor
 
 
-def coarse_problem(A: Inpainting, y: torch.Tensor, factor: int = 2) -> tuple[Inpainting, torch.Tensor]:
+def coarse_problem(
+    A: Inpainting, y: torch.Tensor, factor: int = 2
+) -> tuple[Inpainting, torch.Tensor]:
     """The stage-1 problem: (A_c, y_c) on the 1/factor grid. A block is observed when y
     observes all its pixels; its measurement is the mean of y there, noise std
     sigma_y / factor."""
@@ -151,7 +154,9 @@ def cascade(
         )
     factor = _check_factor(A, factor, who)
     _, K = check_problem(process, A, y, x1, steps, who)
-    coarse_steps = check_positive_int("coarse_steps", steps if coarse_steps is None else coarse_steps)
+    coarse_steps = check_positive_int(
+        "coarse_steps", steps if coarse_steps is None else coarse_steps
+    )
     Ac, yc = coarse_problem(A, y, factor)
     x1c = factor * _pool(x1, factor)  # the mean of factor^2 unit normals, rescaled to unit
     post_c = POSTERIOR_SAMPLERS[method](

@@ -65,7 +65,9 @@ def test_operators_pool_and_adjoint():
     F = CoarseGuidedInpainting(mask, 2, 0.1)
     assert F.y_dim == 48 + 4 and not F.has_svd
     y = F(x)
-    assert torch.equal(y[:, :48], A(x)) and torch.allclose(y[:, 48:], _pool(x, 2)[:, 0, 1:3, 1:3].flatten(1))
+    assert torch.equal(y[:, :48], A(x)) and torch.allclose(
+        y[:, 48:], _pool(x, 2)[:, 0, 1:3, 1:3].flatten(1)
+    )
     v = torch.randn(3, F.y_dim, generator=gen(1), dtype=f64)
     lhs = (F(x) * v).sum(1)
     rhs = (x * F.adjoint(v)).flatten(1).sum(1)
@@ -94,7 +96,9 @@ def test_cascade_matches_the_exact_posterior_mean(setup):
     wrong = F.measurement(y.repeat_interleave(K, 0), pc.x[torch.roll(torch.arange(G * K), K)])
     bad = posterior_sample("dps", D, p, F, wrong, x1, 50, gen(4), **kw)
     assert mean_error(bad.x, exact_mean, A) > 0.012
-    again = posterior_sample("cascade", D, p, A, y, x1, 50, gen(4), method="dps", coarse_steps=50, **kw)
+    again = posterior_sample(
+        "cascade", D, p, A, y, x1, 50, gen(4), method="dps", coarse_steps=50, **kw
+    )
     assert torch.equal(again.x, r.x)  # reproducible; the defaults: DPS, coarse_steps = steps
 
 
