@@ -13,8 +13,10 @@ an inpainting problem on the coarse grid whose observed pixels are the blocks th
 observes entirely, their noise std sigma_y / f (the mean of f^2 independent noises).
 Stage 2 samples x given y and that c: the fine problem observes y's pixels and also the
 block means of c on the blocks y does not observe entirely (the operator
-:class:`CoarseGuidedInpainting`). Each stage is any registered posterior sampler run on
-these operators, by default DPS; a weighted (SMC) stage-1 ensemble is resampled to
+:class:`CoarseGuidedInpainting`). Both stages run one registered posterior sampler,
+by default DPS. The stage-2 operator has forward and adjoint but no SVD, so the
+sampler must be one that needs only those (DPS); DDRM, PiGDM, RED-Diff and the SMC
+samplers refuse it with a clear error. A weighted stage-1 ensemble is resampled to
 equal weights first, so each fine sample has its own coarse sample (ancestral
 sampling of the joint, as cascaded diffusion models do with a second, conditional
 network; here the same unconditional network serves both levels).
@@ -140,8 +142,8 @@ def cascade(
     coarse_steps: int | None = None,
     **options: Any,
 ) -> Posterior:
-    """Coarse-to-fine inpainting (module docstring): ``method`` (a registered sampler,
-    with ``options``) samples the 1/``factor`` coarse image from the coarse problem in
+    """Coarse-to-fine inpainting (module docstring): ``method`` (a registered sampler
+    that needs no SVD, with ``options``) samples the 1/``factor`` coarse image from the coarse problem in
     ``coarse_steps`` steps (default ``steps``), then the full image given y and that
     coarse image in ``steps`` steps. The coarse start is factor * (block mean of x1),
     exactly N(0, I). ``evals`` counts both stages' denoiser calls (a coarse call costs

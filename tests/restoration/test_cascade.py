@@ -114,6 +114,8 @@ def test_errors(setup):
         cascade(D, p, A, y, x1, 10, method="cascade")
     with pytest.raises(ValueError, match="another registered sampler"):
         cascade(D, p, A, y, x1, 10, method="nope")
+    with pytest.raises(ValueError, match="CoarseGuidedInpainting has none"):  # stage 2 has no SVD
+        cascade(D, p, A, y, x1, 10, method="ddrm")
     with pytest.raises(ValueError, match="coarse_steps"):
         cascade(D, p, A, y, x1, 10, coarse_steps=0)
     i, j = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
