@@ -38,21 +38,21 @@ import torch
 from diffsci.core.processes import Process
 from diffsci.core.utils import check_positive_int
 
-from .operators import Inpainting, LinearOperator
+from .operators import Inpainting, LinearOperator, SuperResolution
 from .posterior import POSTERIOR_SAMPLERS, Posterior, check_problem, register_posterior
 
 __all__ = ["CoarseGuidedInpainting", "coarse_problem", "cascade"]
 
 
-def _pool(x: torch.Tensor, f: int) -> torch.Tensor:
-    """f x f block means over the last two dims of (B, ..., H, W)."""
-    *lead, H, W = x.shape
-    return x.reshape(*lead, H // f, f, W // f, f).mean((-3, -1))
+def _block_means(x_shape, factor: int) -> SuperResolution:
+    """P, the factor x factor block mean over the last two dims: DDRM's avgpool
+    super-resolution operator (its adjoint spreads each value / factor^2 over its block)."""
+    return SuperResolution(x_shape, factor, kind="avgpool")
 
 
-def _unpool(c: torch.Tensor, f: int) -> torch.Tensor:
-    """The adjoint of :func:`_pool`: each coarse value / f^2 spread over its block."""
-    return c.repeat_interleave(f, -2).repeat_interleave(f, -1) / f**2
+def _observed_blocks(mask: torch.Tensor, P: SuperResolution) -> torch.Tensor:
+    """On P's coarse grid: True where ``mask`` observes the whole block."""
+    return P(mask.float()[None])[0] > 1 - 1e-6
 
 
 def _check_factor(A: LinearOperator, factor: int, who: str) -> int:
@@ -76,14 +76,15 @@ def coarse_problem(
     sigma_y / factor."""
     factor = _check_factor(A, factor, "coarse_problem")
     A.check_measurement(y)
-    full = _pool(A.mask.float(), factor) > 1 - 1e-6
+    P = _block_means(A.x_shape, factor)
+    full = _observed_blocks(A.mask, P)
     if not bool(full.any()):
         raise ValueError(
             f"coarse_problem: no {factor}x{factor} block is entirely observed; "
             "use a smaller factor or a fine-scale sampler"
         )
     Ac = Inpainting(full, A.sigma_y / factor)
-    return Ac, Ac(_pool(A.fill(y), factor))
+    return Ac, Ac(P(A.fill(y)))
 
 
 class CoarseGuidedInpainting(LinearOperator):
@@ -98,12 +99,13 @@ class CoarseGuidedInpainting(LinearOperator):
     def __init__(self, mask: torch.Tensor, factor: int, sigma_y: float = 0.0) -> None:
         self.pixels = Inpainting(mask, sigma_y)
         self.factor = _check_factor(self.pixels, factor, "CoarseGuidedInpainting")
-        self.blocks = ~(_pool(mask.float(), self.factor) > 1 - 1e-6)  # coarse, True = guided
+        self.pool = _block_means(mask.shape, self.factor)
+        self.blocks = ~_observed_blocks(mask, self.pool)  # coarse, True = guided
         n = self.pixels.y_dim + int(self.blocks.sum())
         super().__init__(tuple(mask.shape), (n,), sigma_y)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = _pool(x, self.factor).reshape(x.shape[0], -1)
+        c = self.pool(x).reshape(x.shape[0], -1)
         sel = self.blocks.flatten().to(x.device)
         return torch.cat([self.pixels._forward(x), c[:, sel]], 1)
 
@@ -113,7 +115,7 @@ class CoarseGuidedInpainting(LinearOperator):
         c = y.new_zeros(y.shape[0], sel.numel())
         c[:, sel] = y[:, n:]
         c = c.reshape(y.shape[0], *self.blocks.shape)
-        return self.pixels._adjoint(y[:, :n]) + _unpool(c, self.factor)
+        return self.pixels._adjoint(y[:, :n]) + self.pool.adjoint(c)
 
     def measurement(self, y: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """The stage-2 y from the original measurement y (B, n_obs) and coarse images
@@ -155,16 +157,18 @@ def cascade(
             f"available: {sorted(set(POSTERIOR_SAMPLERS) - {who})}"
         )
     factor = _check_factor(A, factor, who)
-    _, K = check_problem(process, A, y, x1, steps, who)
+    Y, _ = check_problem(process, A, y, x1, steps, who)  # y repeated for each of x1's rows
     coarse_steps = check_positive_int(
         "coarse_steps", steps if coarse_steps is None else coarse_steps
     )
     Ac, yc = coarse_problem(A, y, factor)
-    x1c = factor * _pool(x1, factor)  # the mean of factor^2 unit normals, rescaled to unit
+    x1c = factor * _block_means(A.x_shape, factor)(
+        x1
+    )  # the mean of factor^2 unit normals, rescaled to unit
     post_c = POSTERIOR_SAMPLERS[method](
         denoiser, process, Ac, yc, x1c, coarse_steps, generator, **options
     ).resample(generator=generator)
     Af = CoarseGuidedInpainting(A.mask, factor, A.sigma_y)
-    yf = Af.measurement(y.to(x1.dtype).repeat_interleave(K, 0), post_c.x)
+    yf = Af.measurement(Y, post_c.x)
     post_f = POSTERIOR_SAMPLERS[method](denoiser, process, Af, yf, x1, steps, generator, **options)
     return Posterior(post_f.x, y.shape[0], post_c.evals + post_f.evals)

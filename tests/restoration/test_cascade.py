@@ -13,12 +13,14 @@ from diffsci.restoration import (
     CoarseGuidedInpainting,
     Dense,
     Inpainting,
+    SuperResolution,
     box_mask,
     cascade,
     coarse_problem,
     posterior_sample,
 )
-from diffsci.restoration.cascade import _pool
+
+POOL = SuperResolution((1, 8, 8), 2)  # the 2x2 block means
 
 f64 = torch.float64
 SHAPE, d = (1, 8, 8), 64
@@ -32,7 +34,7 @@ def gen(seed: int) -> torch.Generator:
 @pytest.fixture(scope="module")
 def setup():
     fine = GaussianMixture.random(4, d, gen(0), spread=1.0, scale=(0.1, 0.5), full=True)
-    P = _pool(torch.eye(d, dtype=f64).reshape(d, *SHAPE), 2).reshape(d, 16).T  # (16, 64)
+    P = POOL.matrix()  # (16, 64)
     coarse = GaussianMixture(fine.weights, fine.means @ P.T, P @ fine.covs @ P.T)
     p = VP()
 
@@ -61,12 +63,12 @@ def test_operators_pool_and_adjoint():
     Ac, yc = coarse_problem(A, A(x), 2)
     # the 4x4 coarse grid observes the 12 blocks outside the 2x2 coarse hole, at sigma / 2
     assert Ac.x_shape == (1, 4, 4) and Ac.y_dim == 12 and Ac.sigma_y == pytest.approx(0.05)
-    assert torch.allclose(yc, Ac(_pool(x, 2)))
+    assert torch.allclose(yc, Ac(POOL(x)))
     F = CoarseGuidedInpainting(mask, 2, 0.1)
     assert F.y_dim == 48 + 4 and not F.has_svd
     y = F(x)
     assert torch.equal(y[:, :48], A(x)) and torch.allclose(
-        y[:, 48:], _pool(x, 2)[:, 0, 1:3, 1:3].flatten(1)
+        y[:, 48:], POOL(x)[:, 0, 1:3, 1:3].flatten(1)
     )
     v = torch.randn(3, F.y_dim, generator=gen(1), dtype=f64)
     lhs = (F(x) * v).sum(1)
@@ -91,7 +93,7 @@ def test_cascade_matches_the_exact_posterior_mean(setup):
     assert mean_error(r.x, exact_mean, A) < 0.012
     # the same stages with the coarse samples of another measurement: the check fails
     Ac, yc = coarse_problem(A, y)
-    pc = posterior_sample("dps", D, p, Ac, yc, 2 * _pool(x1, 2), 50, gen(4), **kw)
+    pc = posterior_sample("dps", D, p, Ac, yc, 2 * POOL(x1), 50, gen(4), **kw)
     F = CoarseGuidedInpainting(A.mask, 2, A.sigma_y)
     wrong = F.measurement(y.repeat_interleave(K, 0), pc.x[torch.roll(torch.arange(G * K), K)])
     bad = posterior_sample("dps", D, p, F, wrong, x1, 50, gen(4), **kw)
